@@ -1,0 +1,158 @@
+//! `palisade-bench`: the figures behind `just bench` and docs/performance.md.
+//!
+//! `gateway`: latency at a fixed rate through the real Envoy with the Palisade filter and
+//! scorer, and through the same Envoy config with the wasm filter removed, in one run,
+//! alternating the two so drift on a shared machine hits both alike.
+
+use std::{fs, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use palisade_e2e::{
+    ScorerMode, Stack, StackOptions,
+    load::{self, LoadReport, LoadSpec},
+    scorer_config, workspace_root,
+};
+use palisade_scorer::config::{PolicyConfig, WindowConfig};
+
+#[derive(Debug, Parser)]
+#[command(about = "Palisade benchmarks (loopback only)")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Added latency of the filter + scorer at a fixed request rate.
+    Gateway {
+        /// Requests per second.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u32,
+        /// Seconds of measurement per round.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Rounds (each measures baseline then filter).
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
+        /// Envoy worker threads.
+        #[arg(long, default_value_t = 1)]
+        concurrency: u32,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().bench {
+        Bench::Gateway {
+            rate,
+            seconds,
+            rounds,
+            concurrency,
+        } => gateway(rate, seconds, rounds, concurrency).await,
+    }
+}
+
+async fn measure(
+    with_filter: bool,
+    rate: u32,
+    seconds: u64,
+    concurrency: u32,
+) -> anyhow::Result<LoadReport> {
+    // A bench key whose limit the load never reaches, so every request takes the full path.
+    let mut scorer = scorer_config();
+    scorer.limits.keys.insert(
+        "alice".into(),
+        PolicyConfig {
+            windows: vec![WindowConfig::new(1_000_000, 1_000)],
+            ..PolicyConfig::default()
+        },
+    );
+    let stack = Stack::start(StackOptions {
+        with_filter,
+        concurrency,
+        scorer: ScorerMode::Real(Box::new(scorer)),
+        log_level: "warn",
+        ..StackOptions::default()
+    })
+    .await?;
+    let spec = |secs| LoadSpec {
+        url: format!("{}/api/health", stack.url),
+        rate,
+        duration: Duration::from_secs(secs),
+        headers: vec![("x-api-key".into(), "pk_demo_alice".into())],
+        max_in_flight: 256,
+        timeout: Duration::from_secs(5),
+    };
+    // Warm-up: connections, the wasm VM, the scorer's HTTP/2 connection.
+    load::run(&spec(2)).await?;
+    let report = load::run(&spec(seconds)).await?;
+    // Without the filter nothing signs a gateway token, so the zero-trust backend answers
+    // 401 to every request: that is the baseline's expected answer (the backend's refusal
+    // skips one HMAC, a few microseconds). Anything else makes the figures meaningless.
+    let expected = if with_filter { 200 } else { 401 };
+    anyhow::ensure!(
+        report.statuses.get(&expected) == Some(&report.sent),
+        "expected {} answers {expected}, got {:?} and {} errors\n{}",
+        report.sent,
+        report.statuses,
+        report.errors,
+        stack.envoy_log()
+    );
+    Ok(report)
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1_000.0)
+}
+
+async fn gateway(rate: u32, seconds: u64, rounds: u32, concurrency: u32) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for round in 1..=rounds {
+        for with_filter in [false, true] {
+            let r = measure(with_filter, rate, seconds, concurrency).await?;
+            let name = if with_filter {
+                "envoy + palisade filter + scorer"
+            } else {
+                "envoy, no filter (baseline)"
+            };
+            println!(
+                "round {round}  {name:<34} p50 {:>7} ms  p90 {:>7} ms  p99 {:>7} ms  p99.9 {:>7} ms  max {:>7} ms  ({} req, {:.0} req/s)",
+                ms(r.p50_us),
+                ms(r.p90_us),
+                ms(r.p99_us),
+                ms(r.p999_us),
+                ms(r.max_us),
+                r.sent,
+                r.achieved_rps
+            );
+            rows.push((round, with_filter, r));
+        }
+    }
+    println!();
+    for round in 1..=rounds {
+        let get = |f: bool| {
+            rows.iter()
+                .find(|(r, w, _)| *r == round && *w == f)
+                .map(|(_, _, x)| x)
+        };
+        if let (Some(base), Some(filter)) = (get(false), get(true)) {
+            println!(
+                "round {round}: filter adds p50 {} ms, p99 {} ms (target: p99 at most 1 ms)",
+                ms(filter.p50_us.saturating_sub(base.p50_us)),
+                ms(filter.p99_us.saturating_sub(base.p99_us)),
+            );
+        }
+    }
+    let out = workspace_root().join("target/bench");
+    fs::create_dir_all(&out)?;
+    let json: Vec<_> = rows
+        .iter()
+        .map(|(round, with_filter, r)| serde_json::json!({ "round": round, "with_filter": with_filter, "report": r }))
+        .collect();
+    let path = out.join("gateway.json");
+    fs::write(&path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("written {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! A fixed-rate (open-loop) HTTP load generator with latency correction.
+//!
+//! Request `i` is *scheduled* at `start + i / rate`; its latency is measured from that
+//! scheduled instant, not from when it was actually sent, so a stalled server is charged for
+//! the requests it delayed (the coordinated-omission correction of wrk2 and
+//! `oha --latency-correction`). Bounded in count (`rate * duration`) and in time (`duration`
+//! plus one request timeout), and meant for loopback targets only.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use tokio::{sync::Semaphore, task::JoinSet};
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Target URL (loopback).
+    pub url: String,
+    /// Requests per second.
+    pub rate: u32,
+    /// How long to send.
+    pub duration: Duration,
+    /// Headers on every request.
+    pub headers: Vec<(String, String)>,
+    /// Most requests in flight at once; further ones wait (and are charged for waiting).
+    pub max_in_flight: usize,
+    /// Per-request timeout; a timed-out request counts as an error.
+    pub timeout: Duration,
+}
+
+/// What came back.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// Target URL.
+    pub url: String,
+    /// Requested rate.
+    pub rate: u32,
+    /// Requests sent.
+    pub sent: u64,
+    /// 2xx answers.
+    pub ok: u64,
+    /// Other HTTP statuses.
+    pub non_2xx: u64,
+    /// Transport errors and timeouts.
+    pub errors: u64,
+    /// Answers by HTTP status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Achieved completions per second.
+    pub achieved_rps: f64,
+    /// Corrected latency percentiles, microseconds.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Maximum.
+    pub max_us: u64,
+}
+
+/// The `q`-quantile (0..=1) of sorted values.
+pub fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Runs one fixed-rate load.
+pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
+    anyhow::ensure!(spec.rate > 0, "rate must be > 0");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(spec.max_in_flight)
+        .tcp_nodelay(true)
+        .timeout(spec.timeout)
+        .build()?;
+    let total = (u64::from(spec.rate) as f64 * spec.duration.as_secs_f64()).round() as u64;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(spec.rate));
+    let permits = Arc::new(Semaphore::new(spec.max_in_flight.max(1)));
+    let mut tasks = JoinSet::new();
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    let wall = Instant::now();
+    for i in 0..total {
+        let scheduled = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(scheduled).await;
+        let permit = Arc::clone(&permits).acquire_owned().await?;
+        let mut req = client.get(&spec.url);
+        for (k, v) in &spec.headers {
+            req = req.header(k, v);
+        }
+        tasks.spawn(async move {
+            let result = req.send().await;
+            let status = match result {
+                Ok(resp) => {
+                    let s = resp.status();
+                    // Read the body so the connection can be reused.
+                    let _ = resp.bytes().await;
+                    Some(s.as_u16())
+                }
+                Err(_) => None,
+            };
+            drop(permit);
+            (status, scheduled.elapsed())
+        });
+    }
+    let mut latencies = Vec::with_capacity(total as usize);
+    let (mut ok, mut non_2xx, mut errors) = (0, 0, 0);
+    let mut statuses = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (status, latency) = joined?;
+        if let Some(s) = status {
+            *statuses.entry(s).or_insert(0) += 1;
+        }
+        match status {
+            Some(s) if (200..300).contains(&s) => ok += 1,
+            Some(_) => non_2xx += 1,
+            None => errors += 1,
+        }
+        latencies.push(latency.as_micros() as u64);
+    }
+    let elapsed = wall.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok(LoadReport {
+        url: spec.url.clone(),
+        rate: spec.rate,
+        sent: total,
+        ok,
+        non_2xx,
+        errors,
+        statuses,
+        achieved_rps: total as f64 / elapsed.max(1e-9),
+        p50_us: percentile(&latencies, 0.50),
+        p90_us: percentile(&latencies, 0.90),
+        p99_us: percentile(&latencies, 0.99),
+        p999_us: percentile(&latencies, 0.999),
+        max_us: latencies.last().copied().unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.5), 50);
+        assert_eq!(percentile(&v, 0.99), 99);
+        assert_eq!(percentile(&v, 1.0), 100);
+        assert_eq!(percentile(&[], 0.5), 0);
+        assert_eq!(percentile(&[7], 0.01), 7);
+    }
+}

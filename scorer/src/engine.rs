@@ -1,0 +1,381 @@
+//! The scorer's decision engine: validates a request, runs the rate-limit policies and turns
+//! the result into a verdict. No I/O of its own; the gRPC service is a thin adapter over it.
+
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+use palisade_proto::v1::{
+    CheckRequest, CheckResponse, Decision, Outcome as WireOutcome, ReportRequest, ReportResponse,
+    RequestOutcome,
+};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::{
+    config::{ClockSource, LimitsConfig, is_valid_name},
+    error::ScorerError,
+    limiter::{LocalLimiter, PolicyTable},
+    metrics::{Metrics, PolicyCounters},
+    verdict,
+};
+
+/// Most outcomes accepted in one Report call.
+pub const MAX_REPORT_BATCH: usize = 10_000;
+
+/// Policies and their counters, swapped as one on reload.
+#[derive(Debug)]
+struct Policies {
+    table: PolicyTable,
+    counters: HashMap<String, PolicyCounters>,
+    clock: ClockSource,
+}
+
+/// Everything a Check or Report needs, shared by all connections.
+#[derive(Debug)]
+pub struct Engine {
+    policies: ArcSwap<Policies>,
+    limiter: LocalLimiter,
+    metrics: Arc<Metrics>,
+    decisions: [Counter; 7],
+    outcomes: [Counter; 10],
+}
+
+impl Engine {
+    /// An engine for `limits`, reporting into `metrics`.
+    pub fn new(limits: &LimitsConfig, metrics: Arc<Metrics>) -> Self {
+        let decisions = std::array::from_fn(|i| metrics.decision(decision_name(i as i32)));
+        let outcomes = std::array::from_fn(|i| metrics.outcome(outcome_name(i as i32)));
+        let engine = Self {
+            policies: ArcSwap::from_pointee(Self::policies(limits, &metrics)),
+            limiter: LocalLimiter::new(),
+            metrics,
+            decisions,
+            outcomes,
+        };
+        engine.metrics.tracked_subjects.set(0);
+        engine
+    }
+
+    fn policies(limits: &LimitsConfig, metrics: &Metrics) -> Policies {
+        let table = PolicyTable::from_config(limits);
+        let counters = metrics.policies(table.names());
+        Policies {
+            table,
+            counters,
+            clock: limits.clock,
+        }
+    }
+
+    /// Replaces the policies (config reload); window state of unchanged policies is kept.
+    pub fn reload(&self, limits: &LimitsConfig) {
+        self.policies
+            .store(Arc::new(Self::policies(limits, &self.metrics)));
+    }
+
+    /// The metrics this engine reports into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Decides one request. `local_now_ms` is the scorer's wall clock.
+    pub fn check(
+        &self,
+        req: &CheckRequest,
+        local_now_ms: u64,
+    ) -> Result<CheckResponse, ScorerError> {
+        if let Err(e) = validate_check(req) {
+            self.metrics.check_invalid.inc();
+            return Err(e);
+        }
+        let policies = self.policies.load();
+        let now = match policies.clock {
+            ClockSource::Request if req.timestamp_ms > 0 => req.timestamp_ms as u64,
+            _ => local_now_ms,
+        };
+        let policy = policies.table.resolve(&req.key_id, &req.tier);
+        let outcome = self.limiter.check(&req.key_id, policy, now);
+        if let Some(c) = policies.counters.get(&policy.name) {
+            match (outcome.admitted, policy.shadow) {
+                (true, _) => c.allowed.inc(),
+                (false, false) => c.throttled.inc(),
+                (false, true) => c.shadow_throttled.inc(),
+            };
+        }
+        let response = verdict::from_limit(policy, &outcome);
+        if let Some(c) = self.decisions.get(response.decision as usize) {
+            c.inc();
+        }
+        Ok(response)
+    }
+
+    /// Takes a batch of outcomes; invalid entries are skipped and counted, never fatal.
+    pub fn report(&self, req: &ReportRequest) -> Result<ReportResponse, ScorerError> {
+        if req.outcomes.len() > MAX_REPORT_BATCH {
+            return Err(ScorerError::InvalidArgument(format!(
+                "outcomes: {} entries, at most {MAX_REPORT_BATCH} per call",
+                req.outcomes.len()
+            )));
+        }
+        self.metrics.reports_dropped_by_filter.inc_by(req.dropped);
+        let mut accepted = 0u32;
+        for o in &req.outcomes {
+            if validate_outcome(o).is_err() {
+                self.metrics.reports_invalid.inc();
+                continue;
+            }
+            accepted += 1;
+            if let Some(c) = self.outcomes.get(o.outcome as usize) {
+                c.inc();
+            }
+            if o.upstream_latency_us > 0 {
+                self.metrics
+                    .upstream_seconds
+                    .observe(o.upstream_latency_us as f64 / 1e6);
+            }
+            self.metrics
+                .gateway_seconds
+                .observe(o.gateway_latency_us as f64 / 1e6);
+        }
+        self.metrics.reports_received.inc_by(u64::from(accepted));
+        Ok(ReportResponse { accepted })
+    }
+
+    /// Drops idle window state; returns how many subjects were forgotten.
+    pub fn sweep(&self) -> usize {
+        let removed = self.limiter.sweep();
+        self.metrics.tracked_subjects.set(self.limiter.len() as i64);
+        removed
+    }
+}
+
+fn decision_name(d: i32) -> &'static str {
+    match Decision::try_from(d) {
+        Ok(Decision::Allow) => "allow",
+        Ok(Decision::Throttle) => "throttle",
+        Ok(Decision::Block) => "block",
+        Ok(Decision::Flag) => "flag",
+        Ok(Decision::ShadowThrottle) => "shadow_throttle",
+        Ok(Decision::ShadowBlock) => "shadow_block",
+        _ => "unspecified",
+    }
+}
+
+fn outcome_name(o: i32) -> &'static str {
+    match WireOutcome::try_from(o) {
+        Ok(WireOutcome::Allowed) => "allowed",
+        Ok(WireOutcome::Throttled) => "throttled",
+        Ok(WireOutcome::Blocked) => "blocked",
+        Ok(WireOutcome::Unauthorized) => "unauthorized",
+        Ok(WireOutcome::FailClosed) => "fail_closed",
+        Ok(WireOutcome::FailOpen) => "fail_open",
+        Ok(WireOutcome::Flagged) => "flagged",
+        Ok(WireOutcome::ShadowThrottled) => "shadow_throttled",
+        Ok(WireOutcome::ShadowBlocked) => "shadow_blocked",
+        _ => "unspecified",
+    }
+}
+
+fn invalid(field: &str, why: &str) -> ScorerError {
+    ScorerError::InvalidArgument(format!("{field}: {why}"))
+}
+
+fn is_visible_ascii(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len()) && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+fn validate_check(r: &CheckRequest) -> Result<(), ScorerError> {
+    if !is_visible_ascii(&r.request_id, 128) {
+        return Err(invalid(
+            "request_id",
+            "must be 1 to 128 visible ASCII characters",
+        ));
+    }
+    if !is_valid_name(&r.key_id) {
+        return Err(invalid("key_id", "must match [A-Za-z0-9_-]{1,64}"));
+    }
+    if !r.tier.is_empty() && !is_valid_name(&r.tier) {
+        return Err(invalid("tier", "must match [A-Za-z0-9_-]{1,64}"));
+    }
+    if !is_visible_ascii(&r.method, 32) {
+        return Err(invalid(
+            "method",
+            "must be 1 to 32 visible ASCII characters",
+        ));
+    }
+    if !r.path.starts_with('/') || r.path.len() > 8_192 {
+        return Err(invalid(
+            "path",
+            "must start with '/' and be at most 8192 bytes",
+        ));
+    }
+    if !r.client_ip.is_empty() && r.client_ip.parse::<IpAddr>().is_err() {
+        return Err(invalid("client_ip", "must be an IPv4 or IPv6 address"));
+    }
+    if r.timestamp_ms < 0 {
+        return Err(invalid("timestamp_ms", "must not be negative"));
+    }
+    Ok(())
+}
+
+fn validate_outcome(o: &RequestOutcome) -> Result<(), ScorerError> {
+    if !is_visible_ascii(&o.request_id, 128) {
+        return Err(invalid(
+            "request_id",
+            "must be 1 to 128 visible ASCII characters",
+        ));
+    }
+    if WireOutcome::try_from(o.outcome).is_err() {
+        return Err(invalid("outcome", "unknown value"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(key: &str, tier: &str, t: i64) -> CheckRequest {
+        CheckRequest {
+            request_id: "r-1".into(),
+            key_id: key.into(),
+            tier: tier.into(),
+            method: "GET".into(),
+            path: "/api/users/1".into(),
+            client_ip: "127.0.0.1".into(),
+            timestamp_ms: t,
+            ..Default::default()
+        }
+    }
+
+    fn engine() -> Engine {
+        Engine::new(&LimitsConfig::default(), Arc::new(Metrics::new()))
+    }
+
+    #[test]
+    fn free_tier_throttles_after_its_limit_using_request_time() {
+        let e = engine();
+        for i in 0..5 {
+            let r = e.check(&req("bob", "free", 1_000 + i), 0).unwrap();
+            assert_eq!(r.decision, Decision::Allow as i32, "request {i}");
+        }
+        let r = e.check(&req("bob", "free", 2_000), 0).unwrap();
+        assert_eq!(r.decision, Decision::Throttle as i32);
+        assert_eq!(
+            r.retry_after_seconds, 59,
+            "at 2000, the first request (1000) leaves at 61000"
+        );
+        let later = e.check(&req("bob", "free", 61_000), 0).unwrap();
+        assert_eq!(later.decision, Decision::Allow as i32);
+        let text = e.metrics().render();
+        assert!(
+            text.contains(
+                r#"palisade_limiter_decisions_total{policy="free",outcome="throttled"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"palisade_check_decisions_total{decision="throttle"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn local_clock_ignores_request_time() {
+        let mut limits = LimitsConfig::default();
+        limits.clock = ClockSource::Local;
+        let e = Engine::new(&limits, Arc::new(Metrics::new()));
+        for _ in 0..5 {
+            e.check(&req("bob", "free", 1), 10).unwrap();
+        }
+        let r = e.check(&req("bob", "free", 999_999_999), 10).unwrap();
+        assert_eq!(r.decision, Decision::Throttle as i32);
+    }
+
+    #[test]
+    fn invalid_requests_name_the_field() {
+        let e = engine();
+        for (mutate, field) in [
+            (
+                Box::new(|r: &mut CheckRequest| r.request_id.clear())
+                    as Box<dyn Fn(&mut CheckRequest)>,
+                "request_id",
+            ),
+            (
+                Box::new(|r: &mut CheckRequest| r.key_id = "pk_live_secret value".into()),
+                "key_id",
+            ),
+            (
+                Box::new(|r: &mut CheckRequest| r.path = "relative".into()),
+                "path",
+            ),
+            (
+                Box::new(|r: &mut CheckRequest| r.client_ip = "10.0.0.1:443".into()),
+                "client_ip",
+            ),
+            (
+                Box::new(|r: &mut CheckRequest| r.method = String::new()),
+                "method",
+            ),
+            (
+                Box::new(|r: &mut CheckRequest| r.timestamp_ms = -1),
+                "timestamp_ms",
+            ),
+        ] {
+            let mut r = req("bob", "free", 1);
+            mutate(&mut r);
+            let err = e.check(&r, 0).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        assert!(
+            e.metrics()
+                .render()
+                .contains("palisade_check_invalid_total 6")
+        );
+    }
+
+    #[test]
+    fn report_counts_valid_outcomes_and_skips_bad_ones() {
+        let e = engine();
+        let ok = RequestOutcome {
+            request_id: "r-1".into(),
+            outcome: WireOutcome::Throttled as i32,
+            status: 429,
+            upstream_latency_us: 0,
+            gateway_latency_us: 300,
+            ..Default::default()
+        };
+        let bad = RequestOutcome {
+            request_id: String::new(),
+            ..ok.clone()
+        };
+        let r = e
+            .report(&ReportRequest {
+                outcomes: vec![ok.clone(), bad, ok],
+                dropped: 3,
+            })
+            .unwrap();
+        assert_eq!(r.accepted, 2);
+        let text = e.metrics().render();
+        assert!(
+            text.contains(r#"palisade_outcomes_total{outcome="throttled"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains("palisade_reports_invalid_total 1"), "{text}");
+        assert!(
+            text.contains("palisade_reports_dropped_by_filter_total 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn oversized_report_is_rejected_whole() {
+        let e = engine();
+        let outcomes = vec![RequestOutcome::default(); MAX_REPORT_BATCH + 1];
+        assert!(matches!(
+            e.report(&ReportRequest {
+                outcomes,
+                dropped: 0
+            }),
+            Err(ScorerError::InvalidArgument(_))
+        ));
+    }
+}

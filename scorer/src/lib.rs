@@ -1,0 +1,27 @@
+//! `palisade-scorer`: the sidecar that decides on every request the Envoy filter authenticated.
+//!
+//! # Layout
+//! - [`config`]: the TOML file, environment overrides and validation.
+//! - [`limiter`]: rate-limit policies and window stores (pure algorithms in `limiter::window`).
+//! - [`verdict`]: rule outcomes to the verdict the filter enforces (pure).
+//! - [`engine`]: validates a request and runs limiter and verdict; no I/O.
+//! - [`service`]: the gRPC edge (`palisade.v1.Scorer`).
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`server`]: wiring, graceful shutdown, and [`server::RunningScorer`] for tests.
+//! - [`error`]: [`error::ScorerError`] and its mapping to gRPC status codes.
+
+pub mod admin;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod limiter;
+pub mod metrics;
+pub mod server;
+pub mod service;
+pub mod verdict;
+
+pub use config::Config;
+pub use engine::Engine;
+pub use error::ScorerError;
+pub use server::RunningScorer;

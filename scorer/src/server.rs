@@ -1,0 +1,196 @@
+//! Wiring: the gRPC server (Scorer, health, reflection), the admin server and the background
+//! sweep, started on given listeners and stopped by one shutdown future.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use palisade_proto::v1::scorer_server::ScorerServer;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::{
+    admin::{self, AdminState},
+    config::Config,
+    engine::Engine,
+    metrics::Metrics,
+    service::ScorerService,
+};
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The admin server failed.
+    #[error("admin server: {0}")]
+    Admin(#[from] std::io::Error),
+    /// The reflection service could not be built from the descriptors.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves until `shutdown` resolves, then drains for at most `server.shutdown_grace_ms`.
+pub async fn run(
+    config: Config,
+    grpc: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(Engine::new(&config.limits, Arc::clone(&metrics)));
+    run_with_engine(config, engine, grpc, admin, shutdown).await
+}
+
+/// [`run`] with a caller-built engine (so the caller can reload it).
+pub async fn run_with_engine(
+    config: Config,
+    engine: Arc<Engine>,
+    grpc: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ScorerServer<ScorerService>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(palisade_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(palisade_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let admin_router = admin::router(AdminState {
+        metrics: Arc::clone(engine.metrics()),
+        ready: Arc::clone(&ready),
+    });
+    let mut admin_stop = stop_rx.clone();
+    let admin_task: JoinHandle<std::io::Result<()>> = tokio::spawn(async move {
+        axum::serve(admin, admin_router)
+            .with_graceful_shutdown(async move {
+                let _ = admin_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    let sweep_engine = Arc::clone(&engine);
+    let sweep_every = Duration::from_millis(config.limits.sweep_interval_ms.max(1));
+    let mut sweep_stop = stop_rx.clone();
+    let sweep_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(sweep_every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { sweep_engine.sweep(); }
+                _ = sweep_stop.wait_for(|s| *s) => break,
+            }
+        }
+    });
+
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let grpc_addr = grpc.local_addr().ok();
+    let mut grpc_stop = stop_rx.clone();
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ScorerServer::new(ScorerService::new(engine)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
+            let _ = grpc_stop.wait_for(|s| *s).await;
+        });
+
+    ready.store(true, Ordering::Release);
+    tracing::info!(grpc = ?grpc_addr, "scorer serving");
+
+    let signal_ready = Arc::clone(&ready);
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight calls");
+        signal_ready.store(false, Ordering::Release);
+        health
+            .set_not_serving::<ScorerServer<ScorerService>>()
+            .await;
+        let _ = stop_tx.send(true);
+    });
+
+    let mut drain_rx = stop_rx;
+    let grpc_result = tokio::select! {
+        r = server => r,
+        () = async {
+            let _ = drain_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("shutdown grace period over: abandoning in-flight calls");
+            Ok(())
+        }
+    };
+    sweep_task.abort();
+    let admin_result = admin_task.await.unwrap_or(Ok(()));
+    grpc_result?;
+    admin_result?;
+    tracing::info!("scorer stopped");
+    Ok(())
+}
+
+/// A scorer running in this process, for tests, benchmarks and the e2e harness.
+#[derive(Debug)]
+pub struct RunningScorer {
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// Where the admin server listens.
+    pub admin_addr: SocketAddr,
+    /// The engine, to inspect metrics.
+    pub engine: Arc<Engine>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl RunningScorer {
+    /// Binds the configured addresses (port 0 picks free ones) and starts serving.
+    pub async fn start(config: Config) -> std::io::Result<Self> {
+        let grpc = TcpListener::bind(config.server.grpc_listen).await?;
+        let admin = TcpListener::bind(config.server.admin_listen).await?;
+        let grpc_addr = grpc.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+        let engine = Arc::new(Engine::new(&config.limits, Arc::new(Metrics::new())));
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run_with_engine(
+            config,
+            Arc::clone(&engine),
+            grpc,
+            admin,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        Ok(Self {
+            grpc_addr,
+            admin_addr,
+            engine,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Stops it and waits until it has stopped.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(ServeError::Admin(std::io::Error::other(e))),
+        }
+    }
+}
