@@ -45,22 +45,13 @@ pub enum ConfigError {
 }
 
 /// The whole scorer configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Listen addresses and shutdown behaviour.
     pub server: ServerConfig,
     /// Rate-limit policies.
     pub limits: LimitsConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            limits: LimitsConfig::default(),
-        }
-    }
 }
 
 /// `[server]`.

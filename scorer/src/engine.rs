@@ -280,8 +280,10 @@ mod tests {
 
     #[test]
     fn local_clock_ignores_request_time() {
-        let mut limits = LimitsConfig::default();
-        limits.clock = ClockSource::Local;
+        let limits = LimitsConfig {
+            clock: ClockSource::Local,
+            ..LimitsConfig::default()
+        };
         let e = Engine::new(&limits, Arc::new(Metrics::new()));
         for _ in 0..5 {
             e.check(&req("bob", "free", 1), 10).unwrap();

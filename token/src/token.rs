@@ -129,7 +129,7 @@ pub struct Claims<'a> {
     /// The full `:path` (query included) as forwarded: starts with `/`, 1..=8192 bytes, no
     /// control characters.
     pub path: &'a str,
-    /// Names the signing key, for operators: `[A-Za-z0-9_-]{1,64}`.
+    /// Id of the API key the gateway authenticated (never the raw key): `[A-Za-z0-9_-]{1,64}`.
     pub key_id: &'a str,
 }
 
