@@ -8,6 +8,7 @@
 
 use std::{
     collections::BTreeMap,
+    future::Future,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -72,43 +73,101 @@ pub fn percentile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank - 1]
 }
 
-/// Runs one fixed-rate load.
+/// Runs one fixed-rate load on threads of its own, so the generator neither shares a
+/// scheduler with in-process servers nor inherits tokio's 1 ms timer granularity: a pacer
+/// thread wakes at each scheduled instant (`thread::sleep`, tens of microseconds precise) and
+/// hands the request to a dedicated single-threaded runtime that sends it.
 pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
+    let spec = spec.clone();
+    run_with(spec.clone(), move || {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(spec.max_in_flight)
+            .tcp_nodelay(true)
+            .timeout(spec.timeout)
+            .build()?;
+        Ok(move || {
+            let mut req = client.get(&spec.url);
+            for (k, v) in &spec.headers {
+                req = req.header(k, v);
+            }
+            async move {
+                match req.send().await {
+                    Ok(resp) => {
+                        let s = resp.status();
+                        // Read the body so the connection can be reused.
+                        let _ = resp.bytes().await;
+                        Some(s.as_u16())
+                    }
+                    Err(_) => None,
+                }
+            }
+        })
+    })
+    .await
+}
+
+/// Like [`run`], with any request: `setup` runs on the generator's runtime and returns a
+/// function making one request, whose future yields an HTTP-like status (`None`: error).
+/// `spec.url` and `spec.headers` are only reported.
+pub async fn run_with<S, M, F>(spec: LoadSpec, setup: S) -> anyhow::Result<LoadReport>
+where
+    S: FnOnce() -> anyhow::Result<M> + Send + 'static,
+    M: FnMut() -> F,
+    F: Future<Output = Option<u16>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("load-generator".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(async move { generate(&spec, setup()?).await }));
+            let _ = tx.send(result);
+        })?;
+    rx.await?
+}
+
+async fn generate<M, F>(spec: &LoadSpec, mut make: M) -> anyhow::Result<LoadReport>
+where
+    M: FnMut() -> F,
+    F: Future<Output = Option<u16>> + Send + 'static,
+{
     anyhow::ensure!(spec.rate > 0, "rate must be > 0");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(spec.max_in_flight)
-        .tcp_nodelay(true)
-        .timeout(spec.timeout)
-        .build()?;
     let total = (u64::from(spec.rate) as f64 * spec.duration.as_secs_f64()).round() as u64;
     let interval = Duration::from_secs_f64(1.0 / f64::from(spec.rate));
+    let start = Instant::now() + Duration::from_millis(20);
+    let (ticks, mut due) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let pacer = std::thread::Builder::new()
+        .name("load-pacer".into())
+        .spawn(move || {
+            for i in 0..total {
+                let scheduled = start + interval.mul_f64(i as f64);
+                let now = Instant::now();
+                if scheduled > now {
+                    std::thread::sleep(scheduled - now);
+                }
+                if ticks.send(scheduled).is_err() {
+                    break;
+                }
+            }
+        })?;
     let permits = Arc::new(Semaphore::new(spec.max_in_flight.max(1)));
     let mut tasks = JoinSet::new();
-    let start = tokio::time::Instant::now() + Duration::from_millis(20);
-    let wall = Instant::now();
-    for i in 0..total {
-        let scheduled = start + interval.mul_f64(i as f64);
-        tokio::time::sleep_until(scheduled).await;
+    while let Some(scheduled) = due.recv().await {
         let permit = Arc::clone(&permits).acquire_owned().await?;
-        let mut req = client.get(&spec.url);
-        for (k, v) in &spec.headers {
-            req = req.header(k, v);
-        }
+        let request = make();
+        let timeout = spec.timeout;
         tasks.spawn(async move {
-            let result = req.send().await;
-            let status = match result {
-                Ok(resp) => {
-                    let s = resp.status();
-                    // Read the body so the connection can be reused.
-                    let _ = resp.bytes().await;
-                    Some(s.as_u16())
-                }
-                Err(_) => None,
-            };
+            let status = tokio::time::timeout(timeout, request).await.ok().flatten();
             drop(permit);
+            // Charged from the scheduled instant: a stalled server pays for the requests it
+            // delayed (coordinated-omission correction).
             (status, scheduled.elapsed())
         });
     }
+    let _ = pacer.join();
     let mut latencies = Vec::with_capacity(total as usize);
     let (mut ok, mut non_2xx, mut errors) = (0, 0, 0);
     let mut statuses = BTreeMap::new();
@@ -124,7 +183,7 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
         }
         latencies.push(latency.as_micros() as u64);
     }
-    let elapsed = wall.elapsed().as_secs_f64();
+    let elapsed = start.elapsed().as_secs_f64();
     latencies.sort_unstable();
     Ok(LoadReport {
         url: spec.url.clone(),

@@ -13,6 +13,7 @@ use palisade_e2e::{
     load::{self, LoadReport, LoadSpec},
     scorer_config, workspace_root,
 };
+use palisade_proto::v1::{CheckRequest, scorer_client::ScorerClient};
 use palisade_scorer::config::{PolicyConfig, WindowConfig};
 
 #[derive(Debug, Parser)]
@@ -39,6 +40,36 @@ enum Bench {
         #[arg(long, default_value_t = 1)]
         concurrency: u32,
     },
+    /// Check RPC over tonic: latency at a fixed rate, and throughput with a closed loop.
+    Check {
+        /// Scorer address; an in-process scorer on a free port when omitted.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Requests per second of the fixed-rate run.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u32,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent callers of the throughput run.
+        #[arg(long, default_value_t = 64)]
+        callers: usize,
+    },
+    /// A fixed-rate load against any loopback URL (e.g. the `just up` gateway).
+    Load {
+        /// Target URL.
+        #[arg(long)]
+        url: String,
+        /// Requests per second.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u32,
+        /// Seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// `name: value` headers.
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -50,6 +81,38 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             concurrency,
         } => gateway(rate, seconds, rounds, concurrency).await,
+        Bench::Check {
+            addr,
+            rate,
+            seconds,
+            callers,
+        } => check(addr, rate, seconds, callers).await,
+        Bench::Load {
+            url,
+            rate,
+            seconds,
+            headers,
+        } => {
+            let headers = headers
+                .iter()
+                .map(|h| {
+                    h.split_once(':')
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .with_context(|| format!("header `{h}` is not `name: value`"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let r = load::run(&LoadSpec {
+                url,
+                rate,
+                duration: Duration::from_secs(seconds),
+                headers,
+                max_in_flight: 256,
+                timeout: Duration::from_secs(5),
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
     }
 }
 
@@ -154,5 +217,131 @@ async fn gateway(rate: u32, seconds: u64, rounds: u32, concurrency: u32) -> anyh
     fs::write(&path, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", path.display()))?;
     println!("written {}", path.display());
+    Ok(())
+}
+
+fn check_request(i: u64) -> CheckRequest {
+    CheckRequest {
+        request_id: format!("bench-{i}"),
+        // Spread over keys like real traffic; limits high enough never to throttle.
+        key_id: format!("bench-key-{}", i % 1_000),
+        tier: "bench".into(),
+        client_ip: "127.0.0.1".into(),
+        method: "GET".into(),
+        path: "/api/users/42".into(),
+        user_agent: "palisade-bench".into(),
+        ..CheckRequest::default()
+    }
+}
+
+async fn check(
+    addr: Option<String>,
+    rate: u32,
+    seconds: u64,
+    callers: usize,
+) -> anyhow::Result<()> {
+    let mut scorer = scorer_config();
+    scorer.limits.tiers.insert(
+        "bench".into(),
+        PolicyConfig {
+            windows: vec![
+                WindowConfig::new(1_000_000, 1_000),
+                WindowConfig::new(100_000_000, 3_600_000),
+            ],
+            ..PolicyConfig::default()
+        },
+    );
+    scorer.limits.default_tier = "bench".into();
+    let running = match addr {
+        Some(_) => None,
+        None => Some(palisade_scorer::RunningScorer::start(scorer).await?),
+    };
+    let url = match (&addr, &running) {
+        (Some(a), _) => format!("http://{a}"),
+        (None, Some(r)) => format!("http://{}", r.grpc_addr),
+        (None, None) => unreachable!("one of the two is set"),
+    };
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+
+    // Throughput: `callers` concurrent loops for `seconds`, each call awaited before the next.
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..callers {
+        let mut client = ScorerClient::new(channel.clone());
+        tasks.spawn(async move {
+            let mut n = 0u64;
+            let mut failed = 0u64;
+            while std::time::Instant::now() < deadline {
+                if client
+                    .check(check_request(n * 1_000 + c as u64))
+                    .await
+                    .is_err()
+                {
+                    failed += 1;
+                }
+                n += 1;
+            }
+            (n, failed)
+        });
+    }
+    let (mut calls, mut failed) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        let (n, f) = r?;
+        calls += n;
+        failed += f;
+    }
+    let throughput = calls as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "Check throughput: {throughput:.0} calls/s with {callers} callers over one HTTP/2 connection ({calls} calls, {failed} failed)"
+    );
+
+    // Latency at a fixed rate.
+    let spec = LoadSpec {
+        url: url.clone(),
+        rate,
+        duration: Duration::from_secs(seconds),
+        headers: Vec::new(),
+        max_in_flight: 512,
+        timeout: Duration::from_secs(5),
+    };
+    let report = load::run_with(spec, move || {
+        let client = ScorerClient::new(channel);
+        let mut i = 0u64;
+        Ok(move || {
+            i += 1;
+            let mut c = client.clone();
+            let req = check_request(i);
+            async move { c.check(req).await.ok().map(|_| 200) }
+        })
+    })
+    .await?;
+    println!(
+        "Check latency at {rate}/s: p50 {} ms  p90 {} ms  p99 {} ms  p99.9 {} ms  max {} ms  ({} ok of {})",
+        ms(report.p50_us),
+        ms(report.p90_us),
+        ms(report.p99_us),
+        ms(report.p999_us),
+        ms(report.max_us),
+        report.ok,
+        report.sent
+    );
+    let out = workspace_root().join("target/bench");
+    fs::create_dir_all(&out)?;
+    let path = out.join("check.json");
+    fs::write(
+        &path,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "throughput_calls_per_s": throughput, "callers": callers, "calls": calls, "failed": failed,
+            "fixed_rate": report,
+        }))?,
+    )?;
+    println!("written {}", path.display());
+    if let Some(r) = running {
+        r.stop().await?;
+    }
     Ok(())
 }
