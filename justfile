@@ -85,7 +85,7 @@ up: build envoy
     echo
     echo "Palisade is up:"
     echo "  gateway        http://127.0.0.1:$ENVOY_LISTEN_PORT   (Envoy + palisade filter)"
-    echo "  envoy admin    http://127.0.0.1:$ENVOY_ADMIN_PORT/stats?filter=palisade"
+    echo "  envoy admin    http://127.0.0.1:$ENVOY_ADMIN_PORT/stats?filter=^wasmcustom"
     echo "  scorer gRPC    127.0.0.1:$SCORER_PORT   admin http://127.0.0.1:$SCORER_ADMIN_PORT/metrics"
     echo "  backend        http://127.0.0.1:$BACKEND_PORT   (refuses anything without a gateway token)"
     echo "  demo keys      pk_demo_alice (tier standard), pk_demo_bob (tier free: 5 per minute)"
@@ -130,9 +130,12 @@ demo: up
     done
     show "The 429 carries Retry-After and RateLimit headers" -H "x-api-key: pk_demo_bob" "$gw/api/orders?page=1"
     show "Direct call to the backend, bypassing the gateway -> 401" "http://127.0.0.1:$BACKEND_PORT/api/users/42"
-    show "Direct call with a forged token -> 401" -H "x-request-id: forged-1" -H "x-gateway-token: v1.1700000000.alice.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" "http://127.0.0.1:$BACKEND_PORT/api/users/42"
+    show "Direct call with a forged token (fresh timestamp, wrong signature) -> 401" -H "x-request-id: forged-1" -H "x-gateway-token: v1.$(date +%s).alice.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" "http://127.0.0.1:$BACKEND_PORT/api/users/42"
+    sleep 1.5 # one report tick, so the scorer has heard of every request
+    echo; echo "== Outcomes the filter reported to the scorer (its own 401s included)"
+    curl -s "http://127.0.0.1:$SCORER_ADMIN_PORT/metrics" | grep '^palisade_outcomes_total' | sed "s/^/   /"
     echo; echo "== The filter's counters in Envoy"
-    curl -s "http://127.0.0.1:$ENVOY_ADMIN_PORT/stats?filter=palisade" | sed 's/^/   /'
+    curl -s "http://127.0.0.1:$ENVOY_ADMIN_PORT/stats?filter=^wasmcustom" | sed "s/^/   /"
 
 # Every test: unit, integration, and end to end through the real Envoy.
 test: setup build-wasm
