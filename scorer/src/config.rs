@@ -8,6 +8,9 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr, path::Path, str::FromStr}
 
 use serde::{Deserialize, Deserializer};
 
+pub mod redis;
+pub use self::redis::{DegradedMode, ENV_REDIS_URL, RedisConfig};
+
 /// Environment variables that override the file.
 pub const ENV_GRPC_LISTEN: &str = "PALISADE_GRPC_LISTEN";
 /// Admin (health, metrics) listen address override.
@@ -52,6 +55,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Rate-limit policies.
     pub limits: LimitsConfig,
+    /// The shared window store; off unless a URL is set.
+    pub redis: RedisConfig,
 }
 
 /// `[server]`.
@@ -293,6 +298,9 @@ impl Config {
         };
         addr(ENV_GRPC_LISTEN, &mut self.server.grpc_listen);
         addr(ENV_ADMIN_LISTEN, &mut self.server.admin_listen);
+        if let Some(url) = env(ENV_REDIS_URL) {
+            self.redis.url = url;
+        }
         problems
     }
 
@@ -323,6 +331,7 @@ impl Config {
         for (name, policy) in &l.keys {
             validate_policy(&format!("limits.keys.{name}"), name, policy, &mut p);
         }
+        self.redis.validate(&mut p);
         if p.is_empty() {
             Ok(())
         } else {

@@ -1,5 +1,6 @@
 //! The scorer's decision engine: validates a request, runs the rate-limit policies and turns
-//! the result into a verdict. No I/O of its own; the gRPC service is a thin adapter over it.
+//! the result into a verdict. Its only I/O is the optional Redis store of the windows
+//! ([`SharedLimiter`]); the gRPC service is a thin adapter over it.
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
@@ -11,9 +12,9 @@ use palisade_proto::v1::{
 use prometheus_client::metrics::counter::Counter;
 
 use crate::{
-    config::{ClockSource, LimitsConfig, is_valid_name},
+    config::{ClockSource, DegradedMode, LimitsConfig, is_valid_name},
     error::ScorerError,
-    limiter::{LocalLimiter, PolicyTable},
+    limiter::{LocalLimiter, Outcome, Policy, PolicyTable, SharedLimiter},
     metrics::{Metrics, PolicyCounters},
     verdict,
 };
@@ -34,6 +35,8 @@ struct Policies {
 pub struct Engine {
     policies: ArcSwap<Policies>,
     limiter: LocalLimiter,
+    /// Redis windows shared by every replica; `None`: the in-process windows decide.
+    shared: Option<SharedLimiter>,
     metrics: Arc<Metrics>,
     decisions: [Counter; 7],
     outcomes: [Counter; 10],
@@ -47,12 +50,25 @@ impl Engine {
         let engine = Self {
             policies: ArcSwap::from_pointee(Self::policies(limits, &metrics)),
             limiter: LocalLimiter::new(),
+            shared: None,
             metrics,
             decisions,
             outcomes,
         };
         engine.metrics.tracked_subjects.set(0);
         engine
+    }
+
+    /// Keeps the windows in Redis; the in-process windows then serve only the `local`
+    /// degraded mode.
+    pub fn with_shared(mut self, shared: SharedLimiter) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The Redis limiter, when configured.
+    pub fn shared(&self) -> Option<&SharedLimiter> {
+        self.shared.as_ref()
     }
 
     fn policies(limits: &LimitsConfig, metrics: &Metrics) -> Policies {
@@ -77,7 +93,7 @@ impl Engine {
     }
 
     /// Decides one request. `local_now_ms` is the scorer's wall clock.
-    pub fn check(
+    pub async fn check(
         &self,
         req: &CheckRequest,
         local_now_ms: u64,
@@ -86,13 +102,19 @@ impl Engine {
             self.metrics.check_invalid.inc();
             return Err(e);
         }
-        let policies = self.policies.load();
+        // An owned snapshot: the Redis call below awaits.
+        let policies = self.policies.load_full();
         let now = match policies.clock {
             ClockSource::Request if req.timestamp_ms > 0 => req.timestamp_ms as u64,
             _ => local_now_ms,
         };
         let policy = policies.table.resolve(&req.key_id, &req.tier);
-        let outcome = self.limiter.check(&req.key_id, policy, now);
+        let limited = self.limit(&req.key_id, policy, now).await;
+        let outcome = match limited {
+            Limited::Decided(outcome, _) => outcome,
+            Limited::Admitted => verdict::unavailable(true),
+            Limited::Refused => verdict::unavailable(false),
+        };
         if let Some(c) = policies.counters.get(&policy.name) {
             match (outcome.admitted, policy.shadow) {
                 (true, _) => c.allowed.inc(),
@@ -100,11 +122,32 @@ impl Engine {
                 (false, true) => c.shadow_throttled.inc(),
             };
         }
-        let response = verdict::from_limit(policy, &outcome);
+        let mut response = verdict::from_limit(policy, &outcome);
+        match limited {
+            Limited::Decided(_, false) => {}
+            Limited::Decided(_, true) => response.degraded = true,
+            Limited::Admitted | Limited::Refused => verdict::mark_unavailable(&mut response),
+        }
         if let Some(c) = self.decisions.get(response.decision as usize) {
             c.inc();
         }
         Ok(response)
+    }
+
+    /// The windows' answer: Redis when configured and answering, else the degraded mode.
+    async fn limit(&self, subject: &str, policy: &Arc<Policy>, now: u64) -> Limited {
+        let Some(shared) = &self.shared else {
+            return Limited::Decided(self.limiter.check(subject, policy, now), false);
+        };
+        if let Some(outcome) = shared.check(subject, policy, now).await {
+            return Limited::Decided(outcome, false);
+        }
+        shared.count_degraded();
+        match shared.degraded_mode() {
+            DegradedMode::Local => Limited::Decided(self.limiter.check(subject, policy, now), true),
+            DegradedMode::FailOpen => Limited::Admitted,
+            DegradedMode::FailClosed => Limited::Refused,
+        }
     }
 
     /// Takes a batch of outcomes; invalid entries are skipped and counted, never fatal.
@@ -145,6 +188,17 @@ impl Engine {
         self.metrics.tracked_subjects.set(self.limiter.len() as i64);
         removed
     }
+}
+
+/// What the windows said.
+#[derive(Debug, Clone, Copy)]
+enum Limited {
+    /// An outcome; `true` when the in-process windows stood in for Redis.
+    Decided(Outcome, bool),
+    /// Redis could not answer, `fail_open`.
+    Admitted,
+    /// Redis could not answer, `fail_closed`.
+    Refused,
 }
 
 fn decision_name(d: i32) -> &'static str {
@@ -250,20 +304,20 @@ mod tests {
         Engine::new(&LimitsConfig::default(), Arc::new(Metrics::new()))
     }
 
-    #[test]
-    fn free_tier_throttles_after_its_limit_using_request_time() {
+    #[tokio::test]
+    async fn free_tier_throttles_after_its_limit_using_request_time() {
         let e = engine();
         for i in 0..5 {
-            let r = e.check(&req("bob", "free", 1_000 + i), 0).unwrap();
+            let r = e.check(&req("bob", "free", 1_000 + i), 0).await.unwrap();
             assert_eq!(r.decision, Decision::Allow as i32, "request {i}");
         }
-        let r = e.check(&req("bob", "free", 2_000), 0).unwrap();
+        let r = e.check(&req("bob", "free", 2_000), 0).await.unwrap();
         assert_eq!(r.decision, Decision::Throttle as i32);
         assert_eq!(
             r.retry_after_seconds, 59,
             "at 2000, the first request (1000) leaves at 61000"
         );
-        let later = e.check(&req("bob", "free", 61_000), 0).unwrap();
+        let later = e.check(&req("bob", "free", 61_000), 0).await.unwrap();
         assert_eq!(later.decision, Decision::Allow as i32);
         let text = e.metrics().render();
         assert!(
@@ -278,22 +332,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn local_clock_ignores_request_time() {
+    #[tokio::test]
+    async fn local_clock_ignores_request_time() {
         let limits = LimitsConfig {
             clock: ClockSource::Local,
             ..LimitsConfig::default()
         };
         let e = Engine::new(&limits, Arc::new(Metrics::new()));
         for _ in 0..5 {
-            e.check(&req("bob", "free", 1), 10).unwrap();
+            e.check(&req("bob", "free", 1), 10).await.unwrap();
         }
-        let r = e.check(&req("bob", "free", 999_999_999), 10).unwrap();
+        let r = e.check(&req("bob", "free", 999_999_999), 10).await.unwrap();
         assert_eq!(r.decision, Decision::Throttle as i32);
     }
 
-    #[test]
-    fn invalid_requests_name_the_field() {
+    #[tokio::test]
+    async fn invalid_requests_name_the_field() {
         let e = engine();
         for (mutate, field) in [
             (
@@ -324,7 +378,7 @@ mod tests {
         ] {
             let mut r = req("bob", "free", 1);
             mutate(&mut r);
-            let err = e.check(&r, 0).unwrap_err().to_string();
+            let err = e.check(&r, 0).await.unwrap_err().to_string();
             assert!(err.contains(field), "{err}");
         }
         assert!(

@@ -19,6 +19,7 @@ use crate::{
     admin::{self, AdminState},
     config::Config,
     engine::Engine,
+    limiter::{SharedLimiter, redis::RedisStoreError},
     metrics::Metrics,
     service::ScorerService,
 };
@@ -35,6 +36,24 @@ pub enum ServeError {
     /// The reflection service could not be built from the descriptors.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The Redis store could not be set up from the configuration.
+    #[error("redis store: {0}")]
+    Redis(#[from] RedisStoreError),
+}
+
+/// The engine for `config`: Redis windows when `[redis]` is enabled, else in-process ones.
+pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> Result<Engine, RedisStoreError> {
+    let engine = Engine::new(&config.limits, Arc::clone(&metrics));
+    if !config.redis.enabled() {
+        return Ok(engine);
+    }
+    let shared = SharedLimiter::new(&config.redis, &metrics.redis)?;
+    tracing::info!(
+        cluster = config.redis.is_cluster(),
+        degraded_mode = ?config.redis.degraded_mode,
+        "rate-limit windows in redis"
+    );
+    Ok(engine.with_shared(shared))
 }
 
 /// Serves until `shutdown` resolves, then drains for at most `server.shutdown_grace_ms`.
@@ -44,8 +63,7 @@ pub async fn run(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(Engine::new(&config.limits, Arc::clone(&metrics)));
+    let engine = Arc::new(build_engine(&config, Arc::new(Metrics::new()))?);
     run_with_engine(config, engine, grpc, admin, shutdown).await
 }
 
@@ -169,7 +187,9 @@ impl RunningScorer {
         let admin = TcpListener::bind(config.server.admin_listen).await?;
         let grpc_addr = grpc.local_addr()?;
         let admin_addr = admin.local_addr()?;
-        let engine = Arc::new(Engine::new(&config.limits, Arc::new(Metrics::new())));
+        let engine = Arc::new(
+            build_engine(&config, Arc::new(Metrics::new())).map_err(std::io::Error::other)?,
+        );
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run_with_engine(
             config,

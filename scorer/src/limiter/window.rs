@@ -203,10 +203,27 @@ fn counter_wait(prev: u32, curr: u32, elapsed: u64, w: u64, limit: u32) -> u64 {
 ///
 /// `states[i]` belongs to `specs[i]`. Panics never; mismatched lengths check the shorter.
 pub fn check_all(specs: &[WindowSpec], states: &mut [WindowState], now: u64) -> Outcome {
+    let peeks: Vec<Peek> = specs
+        .iter()
+        .zip(states.iter_mut())
+        .map(|(spec, state)| state.peek(spec, now))
+        .collect();
+    let outcome = combine(specs, &peeks);
+    if outcome.admitted {
+        for state in states.iter_mut() {
+            state.record(now);
+        }
+    }
+    outcome
+}
+
+/// The policy's answer from each window's [`Peek`] (`peeks[i]` belongs to `specs[i]`): admitted
+/// only when every window admits. Shared by the local store and the Redis store, which
+/// computes the peeks in its script, so both report the same window to the client.
+pub fn combine(specs: &[WindowSpec], peeks: &[Peek]) -> Outcome {
     let mut admitted = true;
     let mut chosen: Option<(Peek, &WindowSpec)> = None;
-    for (spec, state) in specs.iter().zip(states.iter_mut()) {
-        let peek = state.peek(spec, now);
+    for (spec, &peek) in specs.iter().zip(peeks) {
         admitted &= peek.admit;
         let better = match &chosen {
             None => true,
@@ -219,11 +236,6 @@ pub fn check_all(specs: &[WindowSpec], states: &mut [WindowState], now: u64) -> 
         };
         if better {
             chosen = Some((peek, spec));
-        }
-    }
-    if admitted {
-        for state in states.iter_mut() {
-            state.record(now);
         }
     }
     match chosen {
