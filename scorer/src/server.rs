@@ -77,6 +77,9 @@ pub async fn run_with_engine(
 ) -> Result<(), ServeError> {
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(shared) = engine.shared() {
+        shared.warm_up(Duration::from_secs(2)).await;
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ScorerServer<ScorerService>>().await;

@@ -231,9 +231,12 @@ impl RedisStore {
         }
     }
 
-    /// Sends `PING`, for readiness checks and tests.
-    pub async fn ping(&self) -> Result<(), RedisStoreError> {
-        self.query(&redis::cmd("PING")).await.map(|_| ())
+    /// Connects and loads the script (on every master of a cluster), so the first Checks
+    /// find a warm connection and a cached script.
+    pub async fn warm_up(&self) -> Result<(), RedisStoreError> {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(CHECK_SCRIPT);
+        self.query(&load).await.map(|_| ())
     }
 }
 

@@ -167,6 +167,16 @@ impl SharedLimiter {
         &self.store
     }
 
+    /// Connects and loads the script, waiting at most `within`; a failure is logged and
+    /// left to the breaker (the scorer serves degraded until Redis answers).
+    pub async fn warm_up(&self, within: Duration) {
+        match tokio::time::timeout(within, self.store.warm_up()).await {
+            Ok(Ok(())) => tracing::info!("redis connected, script loaded"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "redis not reachable yet; serving degraded"),
+            Err(_) => tracing::warn!("redis not reachable yet (timeout); serving degraded"),
+        }
+    }
+
     /// Redis' answer for `subject`, or `None` when Redis cannot answer within the timeout
     /// (or the breaker is open, in which case Redis is not called at all).
     pub async fn check(&self, subject: &str, policy: &Policy, now_ms: u64) -> Option<Outcome> {
