@@ -96,6 +96,11 @@ impl RedisServer {
         panic!("redis-server on port {} did not answer PING", self.port);
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: an outage, not a shutdown.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
