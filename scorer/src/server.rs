@@ -21,6 +21,7 @@ use crate::{
     engine::Engine,
     limiter::{SharedLimiter, redis::RedisStoreError},
     metrics::Metrics,
+    reload::Reloader,
     service::ScorerService,
 };
 
@@ -75,6 +76,19 @@ pub async fn run_with_engine(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    run_with_reloader(config, engine, None, grpc, admin, shutdown).await
+}
+
+/// [`run_with_engine`], also reloading the policies with `reloader` on SIGHUP and
+/// `POST /admin/reload`.
+pub async fn run_with_reloader(
+    config: Config,
+    engine: Arc<Engine>,
+    reloader: Option<Arc<Reloader>>,
+    grpc: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(shared) = engine.shared() {
@@ -95,7 +109,10 @@ pub async fn run_with_engine(
     let admin_router = admin::router(AdminState {
         metrics: Arc::clone(engine.metrics()),
         ready: Arc::clone(&ready),
+        reloader: reloader.clone(),
     });
+    #[cfg(unix)]
+    let sighup_task = reloader.map(|r| tokio::spawn(r.on_sighup()));
     let mut admin_stop = stop_rx.clone();
     let admin_task: JoinHandle<std::io::Result<()>> = tokio::spawn(async move {
         axum::serve(admin, admin_router)
@@ -163,6 +180,10 @@ pub async fn run_with_engine(
         }
     };
     sweep_task.abort();
+    #[cfg(unix)]
+    if let Some(t) = sighup_task {
+        t.abort();
+    }
     let admin_result = admin_task.await.unwrap_or(Ok(()));
     grpc_result?;
     admin_result?;
@@ -186,6 +207,21 @@ pub struct RunningScorer {
 impl RunningScorer {
     /// Binds the configured addresses (port 0 picks free ones) and starts serving.
     pub async fn start(config: Config) -> std::io::Result<Self> {
+        Self::start_inner(config, None).await
+    }
+
+    /// Like [`start`](Self::start), with the configuration read from `path`, which SIGHUP
+    /// and `POST /admin/reload` read again.
+    pub async fn start_with_file(path: &std::path::Path) -> std::io::Result<Self> {
+        let config =
+            Config::load(Some(path), |k| std::env::var(k).ok()).map_err(std::io::Error::other)?;
+        Self::start_inner(config, Some(path.to_owned())).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        path: Option<std::path::PathBuf>,
+    ) -> std::io::Result<Self> {
         let grpc = TcpListener::bind(config.server.grpc_listen).await?;
         let admin = TcpListener::bind(config.server.admin_listen).await?;
         let grpc_addr = grpc.local_addr()?;
@@ -194,9 +230,12 @@ impl RunningScorer {
             build_engine(&config, Arc::new(Metrics::new())).map_err(std::io::Error::other)?,
         );
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run_with_engine(
+        let reloader =
+            path.map(|p| Arc::new(Reloader::new(Some(p), config.clone(), Arc::clone(&engine))));
+        let task = tokio::spawn(run_with_reloader(
             config,
             Arc::clone(&engine),
+            reloader,
             grpc,
             admin,
             async move {
