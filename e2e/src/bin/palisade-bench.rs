@@ -3,13 +3,20 @@
 //! `gateway`: latency at a fixed rate through the real Envoy with the Palisade filter and
 //! scorer, and through the same Envoy config with the wasm filter removed, in one run,
 //! alternating the two so drift on a shared machine hits both alike.
+//!
+//! `check`: the Check RPC over tonic, in-process windows or (`--redis URL`) Redis ones; with
+//! Redis it also measures Redis commands per Check from `INFO commandstats`.
+//!
+//! `limiter-algorithms`: the exact sliding log against the approximate sliding counter in
+//! Redis: script calls and Redis commands per second, bytes per key, and the counter's
+//! admission error against the log on the same arrivals.
 
 use std::{fs, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use palisade_e2e::{
-    ScorerMode, Stack, StackOptions,
+    ScorerMode, Stack, StackOptions, limiter_bench,
     load::{self, LoadReport, LoadSpec},
     scorer_config, workspace_root,
 };
@@ -54,6 +61,19 @@ enum Bench {
         /// Concurrent callers of the throughput run.
         #[arg(long, default_value_t = 64)]
         callers: usize,
+        /// Keep the windows in this Redis (`redis://127.0.0.1:6390`); in-process when omitted.
+        /// Use a private Redis: command counts are read from its `INFO commandstats`.
+        #[arg(long)]
+        redis: Option<String>,
+    },
+    /// Exact log vs approximate counter in Redis.
+    LimiterAlgorithms {
+        /// A private Redis (its statistics are reset).
+        #[arg(long)]
+        redis: String,
+        /// Seconds of each throughput run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
     },
     /// A fixed-rate load against any loopback URL (e.g. the `just up` gateway).
     Load {
@@ -86,7 +106,17 @@ async fn main() -> anyhow::Result<()> {
             rate,
             seconds,
             callers,
-        } => check(addr, rate, seconds, callers).await,
+            redis,
+        } => check(addr, rate, seconds, callers, redis).await,
+        Bench::LimiterAlgorithms { redis, seconds } => {
+            let figures = limiter_bench::run(&redis, seconds).await?;
+            let out = workspace_root().join("target/bench");
+            fs::create_dir_all(&out)?;
+            let path = out.join("limiter-algorithms.json");
+            fs::write(&path, serde_json::to_string_pretty(&figures)?)?;
+            println!("written {}", path.display());
+            Ok(())
+        }
         Bench::Load {
             url,
             rate,
@@ -239,8 +269,17 @@ async fn check(
     rate: u32,
     seconds: u64,
     callers: usize,
+    redis: Option<String>,
 ) -> anyhow::Result<()> {
     let mut scorer = scorer_config();
+    let stats = match &redis {
+        Some(url) => {
+            scorer.redis.url = url.clone();
+            scorer.redis.key_prefix = format!("palisade-bench:{}:", std::process::id());
+            Some(limiter_bench::Stats::connect(url).await?)
+        }
+        None => None,
+    };
     scorer.limits.tiers.insert(
         "bench".into(),
         PolicyConfig {
@@ -298,6 +337,23 @@ async fn check(
     println!(
         "Check throughput: {throughput:.0} calls/s with {callers} callers over one HTTP/2 connection ({calls} calls, {failed} failed)"
     );
+    let mut commands_per_check = None;
+    if let (Some(stats), Some(r)) = (&stats, &running) {
+        let degraded = r
+            .engine
+            .metrics()
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("palisade_limiter_degraded_decisions_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        let c = stats.client_commands().await?;
+        let per = c as f64 / calls.max(1) as f64;
+        println!(
+            "Redis: {c} client commands (EVALSHA/EVAL/SCRIPT) for {calls} Checks = {per:.4} round trips per Check; {degraded} degraded decisions"
+        );
+        commands_per_check = Some(per);
+    }
 
     // Latency at a fixed rate.
     let spec = LoadSpec {
@@ -331,11 +387,16 @@ async fn check(
     );
     let out = workspace_root().join("target/bench");
     fs::create_dir_all(&out)?;
-    let path = out.join("check.json");
+    let path = out.join(if redis.is_some() {
+        "check-redis.json"
+    } else {
+        "check.json"
+    });
     fs::write(
         &path,
         serde_json::to_string_pretty(&serde_json::json!({
             "throughput_calls_per_s": throughput, "callers": callers, "calls": calls, "failed": failed,
+            "redis": redis.is_some(), "redis_round_trips_per_check": commands_per_check,
             "fixed_rate": report,
         }))?,
     )?;
