@@ -65,6 +65,9 @@ enum Bench {
         /// Use a private Redis: command counts are read from its `INFO commandstats`.
         #[arg(long)]
         redis: Option<String>,
+        /// The scorer's Redis command timeout (`redis.timeout_ms`).
+        #[arg(long, default_value_t = 15)]
+        redis_timeout_ms: u64,
     },
     /// Exact log vs approximate counter in Redis.
     LimiterAlgorithms {
@@ -107,7 +110,8 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             callers,
             redis,
-        } => check(addr, rate, seconds, callers, redis).await,
+            redis_timeout_ms,
+        } => check(addr, rate, seconds, callers, redis, redis_timeout_ms).await,
         Bench::LimiterAlgorithms { redis, seconds } => {
             let figures = limiter_bench::run(&redis, seconds).await?;
             let out = workspace_root().join("target/bench");
@@ -270,11 +274,13 @@ async fn check(
     seconds: u64,
     callers: usize,
     redis: Option<String>,
+    redis_timeout_ms: u64,
 ) -> anyhow::Result<()> {
     let mut scorer = scorer_config();
     let stats = match &redis {
         Some(url) => {
             scorer.redis.url = url.clone();
+            scorer.redis.timeout_ms = redis_timeout_ms;
             scorer.redis.key_prefix = format!("palisade-bench:{}:", std::process::id());
             Some(limiter_bench::Stats::connect(url).await?)
         }
@@ -338,21 +344,21 @@ async fn check(
         "Check throughput: {throughput:.0} calls/s with {callers} callers over one HTTP/2 connection ({calls} calls, {failed} failed)"
     );
     let mut commands_per_check = None;
+    let mut degraded_in_throughput = 0;
     if let (Some(stats), Some(r)) = (&stats, &running) {
-        let degraded = r
-            .engine
-            .metrics()
-            .render()
-            .lines()
-            .filter(|l| l.starts_with("palisade_limiter_degraded_decisions_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
+        let degraded = degraded_decisions(r);
+        let skipped = metric_sum(r, "palisade_redis_breaker_skipped_total");
         let c = stats.client_commands().await?;
-        let per = c as f64 / calls.max(1) as f64;
+        // Checks the breaker let through to Redis (timed-out ones included: they were sent).
+        let sent = calls.saturating_sub(skipped);
+        let per = c as f64 / sent.max(1) as f64;
         println!(
-            "Redis: {c} client commands (EVALSHA/EVAL/SCRIPT) for {calls} Checks = {per:.4} round trips per Check; {degraded} degraded decisions"
+            "Redis: {c} client commands (EVALSHA/EVAL/SCRIPT) for {sent} Checks sent to Redis = {per:.4} round trips per Check; {degraded} of {calls} Checks degraded ({skipped} skipped by the open breaker) -> {:.0} Redis-decided Checks/s",
+            calls.saturating_sub(degraded) as f64 * throughput / calls.max(1) as f64
         );
         commands_per_check = Some(per);
+        degraded_in_throughput = degraded;
+        stats.reset().await?;
     }
 
     // Latency at a fixed rate.
@@ -375,8 +381,11 @@ async fn check(
         })
     })
     .await?;
+    let degraded_in_latency = running.as_ref().map_or(0, |r| {
+        degraded_decisions(r).saturating_sub(degraded_in_throughput)
+    });
     println!(
-        "Check latency at {rate}/s: p50 {} ms  p90 {} ms  p99 {} ms  p99.9 {} ms  max {} ms  ({} ok of {})",
+        "Check latency at {rate}/s: p50 {} ms  p90 {} ms  p99 {} ms  p99.9 {} ms  max {} ms  ({} ok of {}, {degraded_in_latency} degraded)",
         ms(report.p50_us),
         ms(report.p90_us),
         ms(report.p99_us),
@@ -397,6 +406,9 @@ async fn check(
         serde_json::to_string_pretty(&serde_json::json!({
             "throughput_calls_per_s": throughput, "callers": callers, "calls": calls, "failed": failed,
             "redis": redis.is_some(), "redis_round_trips_per_check": commands_per_check,
+            "redis_timeout_ms": redis_timeout_ms,
+            "degraded_in_throughput_run": degraded_in_throughput,
+            "degraded_in_fixed_rate_run": degraded_in_latency,
             "fixed_rate": report,
         }))?,
     )?;
@@ -405,4 +417,18 @@ async fn check(
         r.stop().await?;
     }
     Ok(())
+}
+
+fn metric_sum(r: &palisade_scorer::RunningScorer, prefix: &str) -> u64 {
+    r.engine
+        .metrics()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn degraded_decisions(r: &palisade_scorer::RunningScorer) -> u64 {
+    metric_sum(r, "palisade_limiter_degraded_decisions_total")
 }

@@ -29,6 +29,8 @@ end
 
 -- Time never runs backwards per subject: a request older than the newest admission counts as
 -- that admission's time (out-of-order arrivals from several Envoy workers are safe).
+-- Counter state is read once here and reused below.
+local hashes = {}
 for i = 1, n do
   local _, _, algo = spec(i)
   local last
@@ -36,7 +38,8 @@ for i = 1, n do
     local top = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
     last = tonumber(top[2])
   else
-    last = tonumber(redis.call('HGET', KEYS[i], 't'))
+    hashes[i] = redis.call('HMGET', KEYS[i], 'b', 'p', 'c', 't')
+    last = tonumber(hashes[i][4])
   end
   if last and last > now then now = last end
 end
@@ -62,7 +65,7 @@ for i = 1, n do
       admit, remaining, reset, retry = 0, 0, oldest_leaves, oldest_leaves
     end
   else
-    local h = redis.call('HMGET', KEYS[i], 'b', 'p', 'c')
+    local h = hashes[i]
     local b, p, c = tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0
     local aligned = now - now % w
     if aligned > b then
