@@ -126,8 +126,9 @@ impl RedisStore {
             let client = ClusterClient::builder(config.nodes())
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
-                // The breaker and the degraded mode handle failures; no retries in the client.
-                .retries(0)
+                // Enough to follow a MOVED/ASK during resharding; failures beyond that are
+                // the breaker's and the degraded mode's business (the timeout bounds it all).
+                .retries(2)
                 .build()
                 .map_err(RedisStoreError::Config)?;
             Conn::Cluster(Box::new(Cluster {
