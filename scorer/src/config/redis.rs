@@ -10,7 +10,9 @@ pub const ENV_REDIS_URL: &str = "PALISADE_REDIS_URL";
 #[serde(rename_all = "snake_case")]
 pub enum DegradedMode {
     /// In-process windows of this replica. Every such decision is counted and flagged
-    /// `degraded`; with N scorer replicas the effective limit becomes `limit x N`.
+    /// `degraded`; with N scorer replicas the effective limit becomes `limit x N`. These
+    /// windows only see degraded decisions, so they start empty when Redis fails: a key may
+    /// get up to one more full quota per replica during an outage.
     #[default]
     Local,
     /// Admit, flagged `degraded`, without quota headers.
