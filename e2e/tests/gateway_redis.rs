@@ -66,7 +66,7 @@ async fn free_tier_in_redis_reaches_429_with_retry_after_and_ratelimit_headers()
         .await
         .unwrap();
     assert_eq!(keys.len(), 1, "{keys:?}");
-    assert!(keys[0].contains("{rl:free:"), "{keys:?}");
+    assert!(keys[0].ends_with("}:free:60000:l"), "{keys:?}");
     let admitted: u64 = redis::cmd("ZCARD")
         .arg(&keys[0])
         .query_async(&mut conn)

@@ -108,25 +108,43 @@ impl Engine {
             ClockSource::Request if req.timestamp_ms > 0 => req.timestamp_ms as u64,
             _ => local_now_ms,
         };
-        let policy = policies.table.resolve(&req.key_id, &req.tier);
-        let limited = self.limit(&req.key_id, policy, now).await;
-        let outcome = match limited {
-            Limited::Decided(outcome, _) => outcome,
-            Limited::Admitted => verdict::unavailable(true),
-            Limited::Refused => verdict::unavailable(false),
-        };
-        if let Some(c) = policies.counters.get(&policy.name) {
-            match (outcome.admitted, policy.shadow) {
-                (true, _) => c.allowed.inc(),
-                (false, false) => c.throttled.inc(),
-                (false, true) => c.shadow_throttled.inc(),
+        // The key's policy and a matching route's are checked together, all or nothing; a
+        // shadow policy next to an enforcing one is checked on its own, never refusing.
+        let key_policy = policies.table.resolve(&req.key_id, &req.tier);
+        let route = policies.table.route(&req.method, &req.path);
+        let all: Vec<&Arc<Policy>> = std::iter::once(key_policy).chain(route).collect();
+        let (main, shadows): (Vec<&Arc<Policy>>, Vec<&Arc<Policy>>) =
+            if all.iter().all(|p| p.shadow) {
+                (all, Vec::new())
+            } else {
+                all.into_iter().partition(|p| !p.shadow)
             };
-        }
+        let limited = self.limit(&req.key_id, &main, now).await;
+        let (outcome, policy) = match limited {
+            Limited::Decided(outcome, _, owner) => (outcome, main[owner.min(main.len() - 1)]),
+            Limited::Admitted => (verdict::unavailable(true), main[0]),
+            Limited::Refused => (verdict::unavailable(false), main[0]),
+        };
+        count(&policies, policy, outcome.admitted);
         let mut response = verdict::from_limit(policy, &outcome);
         match limited {
-            Limited::Decided(_, false) => {}
-            Limited::Decided(_, true) => response.degraded = true,
+            Limited::Decided(_, false, _) => {}
+            Limited::Decided(_, true, _) => response.degraded = true,
             Limited::Admitted | Limited::Refused => verdict::mark_unavailable(&mut response),
+        }
+        if outcome.admitted && matches!(limited, Limited::Decided(..)) {
+            for shadow in shadows {
+                if let Limited::Decided(o, degraded, _) =
+                    self.limit(&req.key_id, &[shadow], now).await
+                {
+                    count(&policies, shadow, o.admitted);
+                    if !o.admitted {
+                        response = verdict::from_limit(shadow, &o);
+                        response.degraded = degraded;
+                        break;
+                    }
+                }
+            }
         }
         if let Some(c) = self.decisions.get(response.decision as usize) {
             c.inc();
@@ -134,17 +152,24 @@ impl Engine {
         Ok(response)
     }
 
-    /// The windows' answer: Redis when configured and answering, else the degraded mode.
-    async fn limit(&self, subject: &str, policy: &Arc<Policy>, now: u64) -> Limited {
+    /// The windows' answer for `policies` of `subject` (all or nothing): Redis when configured
+    /// and answering, else the degraded mode.
+    async fn limit(&self, subject: &str, policies: &[&Arc<Policy>], now: u64) -> Limited {
+        let local = || self.limiter.check_many(subject, policies, now);
         let Some(shared) = &self.shared else {
-            return Limited::Decided(self.limiter.check(subject, policy, now), false);
+            let (outcome, owner) = local();
+            return Limited::Decided(outcome, false, owner);
         };
-        if let Some(outcome) = shared.check(subject, policy, now).await {
-            return Limited::Decided(outcome, false);
+        let refs: Vec<&Policy> = policies.iter().map(|p| &***p).collect();
+        if let Some((outcome, owner)) = shared.check_many(subject, &refs, now).await {
+            return Limited::Decided(outcome, false, owner);
         }
         shared.count_degraded();
         match shared.degraded_mode() {
-            DegradedMode::Local => Limited::Decided(self.limiter.check(subject, policy, now), true),
+            DegradedMode::Local => {
+                let (outcome, owner) = local();
+                Limited::Decided(outcome, true, owner)
+            }
             DegradedMode::FailOpen => Limited::Admitted,
             DegradedMode::FailClosed => Limited::Refused,
         }
@@ -193,12 +218,24 @@ impl Engine {
 /// What the windows said.
 #[derive(Debug, Clone, Copy)]
 enum Limited {
-    /// An outcome; `true` when the in-process windows stood in for Redis.
-    Decided(Outcome, bool),
+    /// An outcome; `true` when the in-process windows stood in for Redis; the index of the
+    /// policy owning the reported window.
+    Decided(Outcome, bool, usize),
     /// Redis could not answer, `fail_open`.
     Admitted,
     /// Redis could not answer, `fail_closed`.
     Refused,
+}
+
+/// Counts one limiter outcome under `policy`.
+fn count(policies: &Policies, policy: &Policy, admitted: bool) {
+    if let Some(c) = policies.counters.get(&policy.name) {
+        match (admitted, policy.shadow) {
+            (true, _) => c.allowed.inc(),
+            (false, false) => c.throttled.inc(),
+            (false, true) => c.shadow_throttled.inc(),
+        };
+    }
 }
 
 fn decision_name(d: i32) -> &'static str {
@@ -328,6 +365,87 @@ mod tests {
         );
         assert!(
             text.contains(r#"palisade_check_decisions_total{decision="throttle"} 1"#),
+            "{text}"
+        );
+    }
+
+    fn with_route(shadow: bool) -> Engine {
+        let mut limits = LimitsConfig::default();
+        limits.routes.push(crate::config::RouteConfig {
+            name: "login".into(),
+            method: Some("POST".into()),
+            path_prefix: "/api/login".into(),
+            windows: vec![crate::config::WindowConfig::new(2, 60_000)],
+            algorithm: None,
+            shadow,
+        });
+        Engine::new(&limits, Arc::new(Metrics::new()))
+    }
+
+    fn post_login(t: i64) -> CheckRequest {
+        CheckRequest {
+            method: "POST".into(),
+            path: "/api/login".into(),
+            ..req("bob", "free", t)
+        }
+    }
+
+    #[tokio::test]
+    async fn route_and_tier_limits_apply_together() {
+        let e = with_route(false);
+        for t in 0..2 {
+            let r = e.check(&post_login(t), 0).await.unwrap();
+            assert_eq!(r.decision, Decision::Allow as i32);
+        }
+        let r = e.check(&post_login(2), 0).await.unwrap();
+        assert_eq!(r.decision, Decision::Throttle as i32);
+        assert_eq!(r.rate_limit.unwrap().policy, "route:login");
+        // The two logins counted in the tier too (5 per minute): 3 left for other routes.
+        for t in 3..6 {
+            let r = e.check(&req("bob", "free", t), 0).await.unwrap();
+            assert_eq!(r.decision, Decision::Allow as i32, "at {t}");
+        }
+        let r = e.check(&req("bob", "free", 6), 0).await.unwrap();
+        assert_eq!(r.decision, Decision::Throttle as i32);
+        assert_eq!(r.rate_limit.unwrap().policy, "free");
+        // Another key has its own route quota.
+        let r = e
+            .check(
+                &CheckRequest {
+                    key_id: "carol".into(),
+                    ..post_login(7)
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.decision, Decision::Allow as i32);
+    }
+
+    #[tokio::test]
+    async fn a_shadow_route_reports_but_never_refuses() {
+        let e = with_route(true);
+        let decisions: Vec<i32> = {
+            let mut v = Vec::new();
+            for t in 0..4 {
+                v.push(e.check(&post_login(t), 0).await.unwrap().decision);
+            }
+            v
+        };
+        let (allow, shadow) = (Decision::Allow as i32, Decision::ShadowThrottle as i32);
+        assert_eq!(decisions, [allow, allow, shadow, shadow]);
+        // Every one of them counted in the enforcing tier (5 per minute): one left.
+        assert_eq!(
+            e.check(&req("bob", "free", 5), 0).await.unwrap().decision,
+            allow
+        );
+        let r = e.check(&req("bob", "free", 6), 0).await.unwrap();
+        assert_eq!(r.decision, Decision::Throttle as i32);
+        let text = e.metrics().render();
+        assert!(
+            text.contains(
+                r#"palisade_limiter_decisions_total{policy="route:login",outcome="shadow_throttled"} 2"#
+            ),
             "{text}"
         );
     }

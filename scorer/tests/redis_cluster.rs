@@ -92,6 +92,28 @@ async fn cluster_store_matches_the_model_and_shares_quota() {
             assert_eq!(got, expected, "subject {subject} at {now}");
         }
     }
+    // Two policies of one subject (tier and route) in one script: one slot.
+    let route = Policy {
+        name: "route:login".into(),
+        windows: vec![WindowSpec {
+            limit: 1,
+            window_ms: 60_000,
+            algorithm: Algorithm::SlidingLog,
+        }],
+        shadow: false,
+    };
+    for subject in 0..12 {
+        let s = format!("two-{subject}");
+        let t = 1_700_000_000_000;
+        let (o, _) = store.check_many(&s, &[&policy, &route], t).await.unwrap();
+        assert!(o.admitted);
+        let (o, owner) = store
+            .check_many(&s, &[&policy, &route], t + 1)
+            .await
+            .unwrap();
+        assert!(!o.admitted);
+        assert_eq!(owner, 1);
+    }
     // The subjects really were spread over the three masters.
     let keys_per_node: Vec<u64> = cluster
         .nodes

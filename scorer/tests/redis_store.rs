@@ -336,3 +336,37 @@ async fn refused_requests_consume_nothing_in_redis() {
     assert!(!o.admitted, "the long window holds 3 by now, not 4");
     assert_eq!(o.limit, 3);
 }
+
+#[tokio::test]
+async fn a_route_policy_and_the_tier_share_one_script_call() {
+    let store = store(SHARED_REDIS);
+    let window = |limit, window_ms| WindowSpec {
+        limit,
+        window_ms,
+        algorithm: Algorithm::SlidingLog,
+    };
+    let tier = Policy {
+        name: "free".into(),
+        windows: vec![window(3, 60_000)],
+        shadow: false,
+    };
+    let route = Policy {
+        name: "route:login".into(),
+        windows: vec![window(1, 60_000)],
+        shadow: false,
+    };
+    let t0 = 1_700_000_000_000;
+    let (o, owner) = store.check_many("k", &[&tier, &route], t0).await.unwrap();
+    assert!(o.admitted);
+    assert_eq!(owner, 1);
+    let (o, owner) = store
+        .check_many("k", &[&tier, &route], t0 + 1)
+        .await
+        .unwrap();
+    assert!(!o.admitted);
+    assert_eq!(owner, 1, "the route refused");
+    // The refusal consumed nothing in the tier: 2 of 3 left.
+    assert!(store.check("k", &tier, t0 + 2).await.unwrap().admitted);
+    assert!(store.check("k", &tier, t0 + 3).await.unwrap().admitted);
+    assert!(!store.check("k", &tier, t0 + 4).await.unwrap().admitted);
+}

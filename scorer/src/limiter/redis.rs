@@ -5,8 +5,9 @@
 //! sent as `EVALSHA`; on `NOSCRIPT` (a restarted or failed-over Redis) the same call is
 //! retried once as `EVAL`, which also caches the script again.
 //!
-//! Keys: `<prefix>{rl:<policy>:<subject>}:<window_ms>:<l|c>`. The braces are a hash tag: every
-//! window of one subject lives in one cluster slot, so the script runs on a single node.
+//! Keys: `<prefix>{rl:<subject>}:<policy>:<window_ms>:<l|c>`. The braces are a hash tag: every
+//! window of every policy of one subject (its tier's, a route's) lives in one cluster slot, so
+//! one script checks them all, atomically, on a single node.
 //! Every write sets `PEXPIRE` (log: the window; counter: two windows), so idle subjects
 //! vanish on their own. Expiry runs on Redis' wall clock while windows run on the request
 //! clock; the two agree for live traffic (Envoy's clock).
@@ -31,8 +32,8 @@ use redis::{
 use tokio::sync::OnceCell;
 
 use super::{
-    Outcome, Policy,
-    window::{Peek, combine},
+    Outcome, Policy, WindowSpec,
+    window::{Peek, combine, combine_indexed},
 };
 use crate::config::{Algorithm, RedisConfig};
 
@@ -167,8 +168,8 @@ impl RedisStore {
                     Algorithm::SlidingCounter => 'c',
                 };
                 format!(
-                    "{}{{rl:{}:{}}}:{}:{algo}",
-                    self.prefix, policy.name, subject, w.window_ms
+                    "{}{{rl:{}}}:{}:{}:{algo}",
+                    self.prefix, subject, policy.name, w.window_ms
                 )
             })
             .collect()
@@ -183,10 +184,28 @@ impl RedisStore {
         policy: &Policy,
         now_ms: u64,
     ) -> Result<Outcome, RedisStoreError> {
-        if policy.windows.is_empty() {
-            return Ok(combine(&[], &[]));
+        Ok(self.check_many(subject, &[policy], now_ms).await?.0)
+    }
+
+    /// [`check`](Self::check) for every window of several policies of one subject at once
+    /// (all or nothing); also says which policy owns the reported window.
+    pub async fn check_many(
+        &self,
+        subject: &str,
+        policies: &[&Policy],
+        now_ms: u64,
+    ) -> Result<(Outcome, usize), RedisStoreError> {
+        let specs: Vec<WindowSpec> = policies
+            .iter()
+            .flat_map(|p| p.windows.iter().copied())
+            .collect();
+        if specs.is_empty() {
+            return Ok((combine(&[], &[]), 0));
         }
-        let keys = self.keys(policy, subject);
+        let keys: Vec<String> = policies
+            .iter()
+            .flat_map(|p| self.keys(p, subject))
+            .collect();
         let member = format!(
             "{:x}.{:x}",
             self.instance,
@@ -199,7 +218,7 @@ impl RedisStore {
                 .arg(&keys)
                 .arg(now_ms)
                 .arg(&member);
-            for w in &policy.windows {
+            for w in &specs {
                 let algo = match w.algorithm {
                     Algorithm::SlidingLog => "l",
                     Algorithm::SlidingCounter => "c",
@@ -216,7 +235,8 @@ impl RedisStore {
             }
             other => other?,
         };
-        parse_reply(policy, &reply)
+        let (outcome, window) = parse_reply(&specs, &reply)?;
+        Ok((outcome, owner(policies, window)))
     }
 
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, RedisStoreError> {
@@ -241,7 +261,24 @@ impl RedisStore {
     }
 }
 
-fn parse_reply(policy: &Policy, reply: &Value) -> Result<Outcome, RedisStoreError> {
+/// The index of the policy owning flattened window `window`.
+pub(crate) fn owner(policies: &[&Policy], window: Option<usize>) -> usize {
+    let Some(mut w) = window else {
+        return 0;
+    };
+    for (i, p) in policies.iter().enumerate() {
+        if w < p.windows.len() {
+            return i;
+        }
+        w -= p.windows.len();
+    }
+    0
+}
+
+fn parse_reply(
+    specs: &[WindowSpec],
+    reply: &Value,
+) -> Result<(Outcome, Option<usize>), RedisStoreError> {
     let bad = || RedisStoreError::Reply(format!("{reply:?}"));
     let Value::Array(items) = reply else {
         return Err(bad());
@@ -253,7 +290,7 @@ fn parse_reply(policy: &Policy, reply: &Value) -> Result<Outcome, RedisStoreErro
             _ => Err(bad()),
         })
         .collect::<Result<_, _>>()?;
-    if ints.len() != 1 + 4 * policy.windows.len() {
+    if ints.len() != 1 + 4 * specs.len() {
         return Err(bad());
     }
     let peeks: Vec<Peek> = ints[1..]
@@ -265,17 +302,16 @@ fn parse_reply(policy: &Policy, reply: &Value) -> Result<Outcome, RedisStoreErro
             retry_after_ms: c[3],
         })
         .collect();
-    let outcome = combine(&policy.windows, &peeks);
+    let (outcome, window) = combine_indexed(specs, &peeks);
     if outcome.admitted != (ints[0] == 1) {
         return Err(bad());
     }
-    Ok(outcome)
+    Ok((outcome, window))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::WindowSpec;
 
     fn policy() -> Policy {
         Policy {
@@ -307,8 +343,8 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "palisade:{rl:key:vip:k1}:1000:l",
-                "palisade:{rl:key:vip:k1}:3600000:c"
+                "palisade:{rl:k1}:key:vip:1000:l",
+                "palisade:{rl:k1}:key:vip:3600000:c"
             ]
         );
     }
@@ -321,16 +357,16 @@ mod tests {
                 .map(Value::Int)
                 .to_vec(),
         );
-        let o = parse_reply(&p, &ok).unwrap();
+        let o = parse_reply(&p.windows, &ok).unwrap().0;
         assert!(o.admitted);
         assert_eq!((o.limit, o.remaining), (20, 19));
         let short = Value::Array(vec![Value::Int(1)]);
-        assert!(parse_reply(&p, &short).is_err());
+        assert!(parse_reply(&p.windows, &short).is_err());
         let inconsistent = Value::Array(
             [1, 0, 0, 10, 10, 1, 4_999, 3_600_000, 0]
                 .map(Value::Int)
                 .to_vec(),
         );
-        assert!(parse_reply(&p, &inconsistent).is_err());
+        assert!(parse_reply(&p.windows, &inconsistent).is_err());
     }
 }

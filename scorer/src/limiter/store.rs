@@ -180,14 +180,30 @@ impl SharedLimiter {
     /// Redis' answer for `subject`, or `None` when Redis cannot answer within the timeout
     /// (or the breaker is open, in which case Redis is not called at all).
     pub async fn check(&self, subject: &str, policy: &Policy, now_ms: u64) -> Option<Outcome> {
+        self.check_many(subject, &[policy], now_ms)
+            .await
+            .map(|(o, _)| o)
+    }
+
+    /// [`check`](Self::check) for several policies of one subject at once (all or nothing,
+    /// one round trip); also says which policy owns the reported window.
+    pub async fn check_many(
+        &self,
+        subject: &str,
+        policies: &[&Policy],
+        now_ms: u64,
+    ) -> Option<(Outcome, usize)> {
         if self.breaker.admit(Instant::now()) == Admission::Skip {
             self.metrics.breaker_skipped.inc();
             return None;
         }
         let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.store.check(subject, policy, now_ms))
-            .await
-            .unwrap_or(Err(RedisStoreError::Timeout));
+        let result = tokio::time::timeout(
+            self.timeout,
+            self.store.check_many(subject, policies, now_ms),
+        )
+        .await
+        .unwrap_or(Err(RedisStoreError::Timeout));
         let done = Instant::now();
         self.metrics
             .seconds

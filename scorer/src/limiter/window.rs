@@ -228,40 +228,51 @@ pub fn check_all(specs: &[WindowSpec], states: &mut [WindowState], now: u64) -> 
 /// only when every window admits. Shared by the local store and the Redis store, which
 /// computes the peeks in its script, so both report the same window to the client.
 pub fn combine(specs: &[WindowSpec], peeks: &[Peek]) -> Outcome {
+    combine_indexed(specs, peeks).0
+}
+
+/// [`combine`], also saying which window the outcome reports (`None` without windows).
+pub fn combine_indexed(specs: &[WindowSpec], peeks: &[Peek]) -> (Outcome, Option<usize>) {
     let mut admitted = true;
-    let mut chosen: Option<(Peek, &WindowSpec)> = None;
-    for (spec, &peek) in specs.iter().zip(peeks) {
+    let mut chosen: Option<(Peek, &WindowSpec, usize)> = None;
+    for (i, (spec, &peek)) in specs.iter().zip(peeks).enumerate() {
         admitted &= peek.admit;
         let better = match &chosen {
             None => true,
-            Some((c, _)) if !peek.admit => c.admit || peek.retry_after_ms > c.retry_after_ms,
-            Some((c, _)) => {
+            Some((c, _, _)) if !peek.admit => c.admit || peek.retry_after_ms > c.retry_after_ms,
+            Some((c, _, _)) => {
                 c.admit
                     && (peek.remaining, std::cmp::Reverse(peek.reset_ms))
                         < (c.remaining, std::cmp::Reverse(c.reset_ms))
             }
         };
         if better {
-            chosen = Some((peek, spec));
+            chosen = Some((peek, spec, i));
         }
     }
     match chosen {
-        Some((p, spec)) => Outcome {
-            admitted,
-            limit: spec.limit,
-            window_ms: spec.window_ms,
-            remaining: if admitted { p.remaining } else { 0 },
-            reset_ms: p.reset_ms,
-            retry_after_ms: if admitted { 0 } else { p.retry_after_ms },
-        },
-        None => Outcome {
-            admitted: true,
-            limit: 0,
-            window_ms: 0,
-            remaining: 0,
-            reset_ms: 0,
-            retry_after_ms: 0,
-        },
+        Some((p, spec, i)) => (
+            Outcome {
+                admitted,
+                limit: spec.limit,
+                window_ms: spec.window_ms,
+                remaining: if admitted { p.remaining } else { 0 },
+                reset_ms: p.reset_ms,
+                retry_after_ms: if admitted { 0 } else { p.retry_after_ms },
+            },
+            Some(i),
+        ),
+        None => (
+            Outcome {
+                admitted: true,
+                limit: 0,
+                window_ms: 0,
+                remaining: 0,
+                reset_ms: 0,
+                retry_after_ms: 0,
+            },
+            None,
+        ),
     }
 }
 
