@@ -45,7 +45,7 @@ pub struct RedisConfig {
     /// What Checks decide while Redis cannot answer.
     pub degraded_mode: DegradedMode,
     /// Prefix of every key (default `palisade:`); keys are
-    /// `<prefix>{rl:<policy>:<subject>}:<window_ms>:<l|c>`.
+    /// `<prefix>{rl:<key id>}:<policy>:<window_ms>:<l|c>` (the braces are the cluster hash tag).
     pub key_prefix: String,
 }
 
