@@ -150,6 +150,21 @@ lint: toolchain
 # Benchmarks; figures go to target/bench/ (see docs/performance.md).
 bench: setup build-wasm
     PALISADE_ENVOY_BIN="{{envoy}}" PALISADE_WASM="{{wasm}}" cargo run --release -p palisade-e2e --bin palisade-bench -- gateway
+    just bench-redis
+
+# Rate limiting with Redis: Check RPC throughput/latency, round trips per Check, log vs counter.
+# Uses a private redis-server on a free loopback port (its statistics are reset), removed after.
+bench-redis:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+    pid=$!
+    trap 'kill -KILL $pid 2>/dev/null || true' EXIT
+    for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    bench="cargo run --release -p palisade-e2e --bin palisade-bench --"
+    $bench check --redis "redis://127.0.0.1:$port" --rate 5000 --seconds 10 --callers 64
+    $bench limiter-algorithms --redis "redis://127.0.0.1:$port" --seconds 5
 
 # What CI runs.
 ci: lint test

@@ -9,6 +9,7 @@
 //! Paths come from `PALISADE_ENVOY_BIN` and `PALISADE_WASM`, defaulting to the project's
 //! `.venv/bin/envoy` and `target/wasm32-wasip1/wasm/palisade_filter.wasm` (`just build-wasm`).
 
+pub mod limiter_bench;
 pub mod load;
 
 use std::{

@@ -8,6 +8,11 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr, path::Path, str::FromStr}
 
 use serde::{Deserialize, Deserializer};
 
+pub mod redis;
+pub mod route;
+pub use self::redis::{DegradedMode, ENV_REDIS_URL, RedisConfig};
+pub use self::route::RouteConfig;
+
 /// Environment variables that override the file.
 pub const ENV_GRPC_LISTEN: &str = "PALISADE_GRPC_LISTEN";
 /// Admin (health, metrics) listen address override.
@@ -52,6 +57,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Rate-limit policies.
     pub limits: LimitsConfig,
+    /// The shared window store; off unless a URL is set.
+    pub redis: RedisConfig,
 }
 
 /// `[server]`.
@@ -100,6 +107,8 @@ pub struct LimitsConfig {
     pub tiers: BTreeMap<String, PolicyConfig>,
     /// Per-key overrides, by key id (replace the tier's policy for that key).
     pub keys: BTreeMap<String, PolicyConfig>,
+    /// Per key and route limits, checked with the key's policy (`[[limits.routes]]`).
+    pub routes: Vec<RouteConfig>,
     /// How often idle per-key state is swept from memory, in ms.
     pub sweep_interval_ms: u64,
 }
@@ -129,6 +138,7 @@ impl Default for LimitsConfig {
             clock: ClockSource::default(),
             tiers,
             keys: BTreeMap::new(),
+            routes: Vec::new(),
             sweep_interval_ms: 30_000,
         }
     }
@@ -293,6 +303,9 @@ impl Config {
         };
         addr(ENV_GRPC_LISTEN, &mut self.server.grpc_listen);
         addr(ENV_ADMIN_LISTEN, &mut self.server.admin_listen);
+        if let Some(url) = env(ENV_REDIS_URL) {
+            self.redis.url = url;
+        }
         problems
     }
 
@@ -323,6 +336,8 @@ impl Config {
         for (name, policy) in &l.keys {
             validate_policy(&format!("limits.keys.{name}"), name, policy, &mut p);
         }
+        route::validate(&l.routes, &mut p);
+        self.redis.validate(&mut p);
         if p.is_empty() {
             Ok(())
         } else {

@@ -1,5 +1,6 @@
 //! The scorer's decision engine: validates a request, runs the rate-limit policies and turns
-//! the result into a verdict. No I/O of its own; the gRPC service is a thin adapter over it.
+//! the result into a verdict. Its only I/O is the optional Redis store of the windows
+//! ([`SharedLimiter`]); the gRPC service is a thin adapter over it.
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
@@ -11,9 +12,9 @@ use palisade_proto::v1::{
 use prometheus_client::metrics::counter::Counter;
 
 use crate::{
-    config::{ClockSource, LimitsConfig, is_valid_name},
+    config::{ClockSource, DegradedMode, LimitsConfig, is_valid_name},
     error::ScorerError,
-    limiter::{LocalLimiter, PolicyTable},
+    limiter::{LocalLimiter, Outcome, Policy, PolicyTable, SharedLimiter},
     metrics::{Metrics, PolicyCounters},
     verdict,
 };
@@ -34,6 +35,8 @@ struct Policies {
 pub struct Engine {
     policies: ArcSwap<Policies>,
     limiter: LocalLimiter,
+    /// Redis windows shared by every replica; `None`: the in-process windows decide.
+    shared: Option<SharedLimiter>,
     metrics: Arc<Metrics>,
     decisions: [Counter; 7],
     outcomes: [Counter; 10],
@@ -47,12 +50,25 @@ impl Engine {
         let engine = Self {
             policies: ArcSwap::from_pointee(Self::policies(limits, &metrics)),
             limiter: LocalLimiter::new(),
+            shared: None,
             metrics,
             decisions,
             outcomes,
         };
         engine.metrics.tracked_subjects.set(0);
         engine
+    }
+
+    /// Keeps the windows in Redis; the in-process windows then serve only the `local`
+    /// degraded mode.
+    pub fn with_shared(mut self, shared: SharedLimiter) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The Redis limiter, when configured.
+    pub fn shared(&self) -> Option<&SharedLimiter> {
+        self.shared.as_ref()
     }
 
     fn policies(limits: &LimitsConfig, metrics: &Metrics) -> Policies {
@@ -77,7 +93,7 @@ impl Engine {
     }
 
     /// Decides one request. `local_now_ms` is the scorer's wall clock.
-    pub fn check(
+    pub async fn check(
         &self,
         req: &CheckRequest,
         local_now_ms: u64,
@@ -86,25 +102,77 @@ impl Engine {
             self.metrics.check_invalid.inc();
             return Err(e);
         }
-        let policies = self.policies.load();
+        // An owned snapshot: the Redis call below awaits.
+        let policies = self.policies.load_full();
         let now = match policies.clock {
             ClockSource::Request if req.timestamp_ms > 0 => req.timestamp_ms as u64,
             _ => local_now_ms,
         };
-        let policy = policies.table.resolve(&req.key_id, &req.tier);
-        let outcome = self.limiter.check(&req.key_id, policy, now);
-        if let Some(c) = policies.counters.get(&policy.name) {
-            match (outcome.admitted, policy.shadow) {
-                (true, _) => c.allowed.inc(),
-                (false, false) => c.throttled.inc(),
-                (false, true) => c.shadow_throttled.inc(),
+        // The key's policy and a matching route's are checked together, all or nothing; a
+        // shadow policy next to an enforcing one is checked on its own, never refusing.
+        let key_policy = policies.table.resolve(&req.key_id, &req.tier);
+        let route = policies.table.route(&req.method, &req.path);
+        let all: Vec<&Arc<Policy>> = std::iter::once(key_policy).chain(route).collect();
+        let (main, shadows): (Vec<&Arc<Policy>>, Vec<&Arc<Policy>>) =
+            if all.iter().all(|p| p.shadow) {
+                (all, Vec::new())
+            } else {
+                all.into_iter().partition(|p| !p.shadow)
             };
+        let limited = self.limit(&req.key_id, &main, now).await;
+        let (outcome, policy) = match limited {
+            Limited::Decided(outcome, _, owner) => (outcome, main[owner.min(main.len() - 1)]),
+            Limited::Admitted => (verdict::unavailable(true), main[0]),
+            Limited::Refused => (verdict::unavailable(false), main[0]),
+        };
+        count(&policies, policy, outcome.admitted);
+        let mut response = verdict::from_limit(policy, &outcome);
+        match limited {
+            Limited::Decided(_, false, _) => {}
+            Limited::Decided(_, true, _) => response.degraded = true,
+            Limited::Admitted | Limited::Refused => verdict::mark_unavailable(&mut response),
         }
-        let response = verdict::from_limit(policy, &outcome);
+        if outcome.admitted && matches!(limited, Limited::Decided(..)) {
+            for shadow in shadows {
+                if let Limited::Decided(o, degraded, _) =
+                    self.limit(&req.key_id, &[shadow], now).await
+                {
+                    count(&policies, shadow, o.admitted);
+                    if !o.admitted {
+                        response = verdict::from_limit(shadow, &o);
+                        response.degraded = degraded;
+                        break;
+                    }
+                }
+            }
+        }
         if let Some(c) = self.decisions.get(response.decision as usize) {
             c.inc();
         }
         Ok(response)
+    }
+
+    /// The windows' answer for `policies` of `subject` (all or nothing): Redis when configured
+    /// and answering, else the degraded mode.
+    async fn limit(&self, subject: &str, policies: &[&Arc<Policy>], now: u64) -> Limited {
+        let local = || self.limiter.check_many(subject, policies, now);
+        let Some(shared) = &self.shared else {
+            let (outcome, owner) = local();
+            return Limited::Decided(outcome, false, owner);
+        };
+        let refs: Vec<&Policy> = policies.iter().map(|p| &***p).collect();
+        if let Some((outcome, owner)) = shared.check_many(subject, &refs, now).await {
+            return Limited::Decided(outcome, false, owner);
+        }
+        shared.count_degraded();
+        match shared.degraded_mode() {
+            DegradedMode::Local => {
+                let (outcome, owner) = local();
+                Limited::Decided(outcome, true, owner)
+            }
+            DegradedMode::FailOpen => Limited::Admitted,
+            DegradedMode::FailClosed => Limited::Refused,
+        }
     }
 
     /// Takes a batch of outcomes; invalid entries are skipped and counted, never fatal.
@@ -144,6 +212,29 @@ impl Engine {
         let removed = self.limiter.sweep();
         self.metrics.tracked_subjects.set(self.limiter.len() as i64);
         removed
+    }
+}
+
+/// What the windows said.
+#[derive(Debug, Clone, Copy)]
+enum Limited {
+    /// An outcome; `true` when the in-process windows stood in for Redis; the index of the
+    /// policy owning the reported window.
+    Decided(Outcome, bool, usize),
+    /// Redis could not answer, `fail_open`.
+    Admitted,
+    /// Redis could not answer, `fail_closed`.
+    Refused,
+}
+
+/// Counts one limiter outcome under `policy`.
+fn count(policies: &Policies, policy: &Policy, admitted: bool) {
+    if let Some(c) = policies.counters.get(&policy.name) {
+        match (admitted, policy.shadow) {
+            (true, _) => c.allowed.inc(),
+            (false, false) => c.throttled.inc(),
+            (false, true) => c.shadow_throttled.inc(),
+        };
     }
 }
 
@@ -250,20 +341,20 @@ mod tests {
         Engine::new(&LimitsConfig::default(), Arc::new(Metrics::new()))
     }
 
-    #[test]
-    fn free_tier_throttles_after_its_limit_using_request_time() {
+    #[tokio::test]
+    async fn free_tier_throttles_after_its_limit_using_request_time() {
         let e = engine();
         for i in 0..5 {
-            let r = e.check(&req("bob", "free", 1_000 + i), 0).unwrap();
+            let r = e.check(&req("bob", "free", 1_000 + i), 0).await.unwrap();
             assert_eq!(r.decision, Decision::Allow as i32, "request {i}");
         }
-        let r = e.check(&req("bob", "free", 2_000), 0).unwrap();
+        let r = e.check(&req("bob", "free", 2_000), 0).await.unwrap();
         assert_eq!(r.decision, Decision::Throttle as i32);
         assert_eq!(
             r.retry_after_seconds, 59,
             "at 2000, the first request (1000) leaves at 61000"
         );
-        let later = e.check(&req("bob", "free", 61_000), 0).unwrap();
+        let later = e.check(&req("bob", "free", 61_000), 0).await.unwrap();
         assert_eq!(later.decision, Decision::Allow as i32);
         let text = e.metrics().render();
         assert!(
@@ -278,22 +369,103 @@ mod tests {
         );
     }
 
-    #[test]
-    fn local_clock_ignores_request_time() {
+    fn with_route(shadow: bool) -> Engine {
+        let mut limits = LimitsConfig::default();
+        limits.routes.push(crate::config::RouteConfig {
+            name: "login".into(),
+            method: Some("POST".into()),
+            path_prefix: "/api/login".into(),
+            windows: vec![crate::config::WindowConfig::new(2, 60_000)],
+            algorithm: None,
+            shadow,
+        });
+        Engine::new(&limits, Arc::new(Metrics::new()))
+    }
+
+    fn post_login(t: i64) -> CheckRequest {
+        CheckRequest {
+            method: "POST".into(),
+            path: "/api/login".into(),
+            ..req("bob", "free", t)
+        }
+    }
+
+    #[tokio::test]
+    async fn route_and_tier_limits_apply_together() {
+        let e = with_route(false);
+        for t in 0..2 {
+            let r = e.check(&post_login(t), 0).await.unwrap();
+            assert_eq!(r.decision, Decision::Allow as i32);
+        }
+        let r = e.check(&post_login(2), 0).await.unwrap();
+        assert_eq!(r.decision, Decision::Throttle as i32);
+        assert_eq!(r.rate_limit.unwrap().policy, "route:login");
+        // The two logins counted in the tier too (5 per minute): 3 left for other routes.
+        for t in 3..6 {
+            let r = e.check(&req("bob", "free", t), 0).await.unwrap();
+            assert_eq!(r.decision, Decision::Allow as i32, "at {t}");
+        }
+        let r = e.check(&req("bob", "free", 6), 0).await.unwrap();
+        assert_eq!(r.decision, Decision::Throttle as i32);
+        assert_eq!(r.rate_limit.unwrap().policy, "free");
+        // Another key has its own route quota.
+        let r = e
+            .check(
+                &CheckRequest {
+                    key_id: "carol".into(),
+                    ..post_login(7)
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.decision, Decision::Allow as i32);
+    }
+
+    #[tokio::test]
+    async fn a_shadow_route_reports_but_never_refuses() {
+        let e = with_route(true);
+        let decisions: Vec<i32> = {
+            let mut v = Vec::new();
+            for t in 0..4 {
+                v.push(e.check(&post_login(t), 0).await.unwrap().decision);
+            }
+            v
+        };
+        let (allow, shadow) = (Decision::Allow as i32, Decision::ShadowThrottle as i32);
+        assert_eq!(decisions, [allow, allow, shadow, shadow]);
+        // Every one of them counted in the enforcing tier (5 per minute): one left.
+        assert_eq!(
+            e.check(&req("bob", "free", 5), 0).await.unwrap().decision,
+            allow
+        );
+        let r = e.check(&req("bob", "free", 6), 0).await.unwrap();
+        assert_eq!(r.decision, Decision::Throttle as i32);
+        let text = e.metrics().render();
+        assert!(
+            text.contains(
+                r#"palisade_limiter_decisions_total{policy="route:login",outcome="shadow_throttled"} 2"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn local_clock_ignores_request_time() {
         let limits = LimitsConfig {
             clock: ClockSource::Local,
             ..LimitsConfig::default()
         };
         let e = Engine::new(&limits, Arc::new(Metrics::new()));
         for _ in 0..5 {
-            e.check(&req("bob", "free", 1), 10).unwrap();
+            e.check(&req("bob", "free", 1), 10).await.unwrap();
         }
-        let r = e.check(&req("bob", "free", 999_999_999), 10).unwrap();
+        let r = e.check(&req("bob", "free", 999_999_999), 10).await.unwrap();
         assert_eq!(r.decision, Decision::Throttle as i32);
     }
 
-    #[test]
-    fn invalid_requests_name_the_field() {
+    #[tokio::test]
+    async fn invalid_requests_name_the_field() {
         let e = engine();
         for (mutate, field) in [
             (
@@ -324,7 +496,7 @@ mod tests {
         ] {
             let mut r = req("bob", "free", 1);
             mutate(&mut r);
-            let err = e.check(&r, 0).unwrap_err().to_string();
+            let err = e.check(&r, 0).await.unwrap_err().to_string();
             assert!(err.contains(field), "{err}");
         }
         assert!(

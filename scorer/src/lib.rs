@@ -6,7 +6,8 @@
 //! - [`verdict`]: rule outcomes to the verdict the filter enforces (pure).
 //! - [`engine`]: validates a request and runs limiter and verdict; no I/O.
 //! - [`service`]: the gRPC edge (`palisade.v1.Scorer`).
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /admin/reload`.
+//! - [`reload`]: re-reading the policies on SIGHUP or the admin endpoint.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`server`]: wiring, graceful shutdown, and [`server::RunningScorer`] for tests.
 //! - [`error`]: [`error::ScorerError`] and its mapping to gRPC status codes.
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod limiter;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod verdict;

@@ -1,10 +1,10 @@
 //! `palisade-scorer` command line.
 
-use std::{io::Read, path::PathBuf, process::ExitCode};
+use std::{io::Read, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use palisade_scorer::{Config, config::ConfigError, server};
+use palisade_scorer::{Config, config::ConfigError, metrics::Metrics, reload::Reloader, server};
 use tokio::net::TcpListener;
 
 /// Exit code for a bad configuration (EX_USAGE-style, sysexits EX_DATAERR family).
@@ -52,11 +52,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, log_format } => {
             init_tracing(&log_format);
-            let config = match Config::load(config.as_deref(), |k| std::env::var(k).ok()) {
+            let path = config;
+            let config = match Config::load(path.as_deref(), |k| std::env::var(k).ok()) {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
-            match serve(config) {
+            match serve(config, path) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -106,7 +107,7 @@ fn init_tracing(format: &str) {
 }
 
 #[tokio::main]
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let grpc = TcpListener::bind(config.server.grpc_listen)
         .await
         .with_context(|| format!("binding gRPC on {}", config.server.grpc_listen))?;
@@ -114,7 +115,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding admin on {}", config.server.admin_listen))?;
     tracing::info!(grpc = %config.server.grpc_listen, admin = %config.server.admin_listen, "palisade-scorer starting");
-    server::run(config, grpc, admin, shutdown_signal()).await?;
+    let engine = Arc::new(
+        server::build_engine(&config, Arc::new(Metrics::new())).context("setting up redis")?,
+    );
+    // SIGHUP and POST /admin/reload re-read the policies from the same file.
+    let reloader = Arc::new(Reloader::new(path, config.clone(), Arc::clone(&engine)));
+    server::run_with_reloader(
+        config,
+        engine,
+        Some(reloader),
+        grpc,
+        admin,
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::limiter::RedisMetrics;
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -71,6 +73,8 @@ pub struct Metrics {
     pub gateway_seconds: Histogram,
     /// Subjects whose windows are held in memory.
     pub tracked_subjects: Gauge,
+    /// The Redis store: latency, errors, breaker, degraded decisions.
+    pub redis: RedisMetrics,
 }
 
 impl Default for Metrics {
@@ -149,6 +153,7 @@ impl Metrics {
             "Subjects with window state in memory",
             tracked_subjects.clone(),
         );
+        let redis = RedisMetrics::register(&mut registry);
         Self {
             registry,
             decisions,
@@ -162,6 +167,7 @@ impl Metrics {
             upstream_seconds,
             gateway_seconds,
             tracked_subjects,
+            redis,
         }
     }
 

@@ -19,7 +19,9 @@ use crate::{
     admin::{self, AdminState},
     config::Config,
     engine::Engine,
+    limiter::{SharedLimiter, redis::RedisStoreError},
     metrics::Metrics,
+    reload::Reloader,
     service::ScorerService,
 };
 
@@ -35,6 +37,24 @@ pub enum ServeError {
     /// The reflection service could not be built from the descriptors.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The Redis store could not be set up from the configuration.
+    #[error("redis store: {0}")]
+    Redis(#[from] RedisStoreError),
+}
+
+/// The engine for `config`: Redis windows when `[redis]` is enabled, else in-process ones.
+pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> Result<Engine, RedisStoreError> {
+    let engine = Engine::new(&config.limits, Arc::clone(&metrics));
+    if !config.redis.enabled() {
+        return Ok(engine);
+    }
+    let shared = SharedLimiter::new(&config.redis, &metrics.redis)?;
+    tracing::info!(
+        cluster = config.redis.is_cluster(),
+        degraded_mode = ?config.redis.degraded_mode,
+        "rate-limit windows in redis"
+    );
+    Ok(engine.with_shared(shared))
 }
 
 /// Serves until `shutdown` resolves, then drains for at most `server.shutdown_grace_ms`.
@@ -44,8 +64,7 @@ pub async fn run(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(Engine::new(&config.limits, Arc::clone(&metrics)));
+    let engine = Arc::new(build_engine(&config, Arc::new(Metrics::new()))?);
     run_with_engine(config, engine, grpc, admin, shutdown).await
 }
 
@@ -57,8 +76,24 @@ pub async fn run_with_engine(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    run_with_reloader(config, engine, None, grpc, admin, shutdown).await
+}
+
+/// [`run_with_engine`], also reloading the policies with `reloader` on SIGHUP and
+/// `POST /admin/reload`.
+pub async fn run_with_reloader(
+    config: Config,
+    engine: Arc<Engine>,
+    reloader: Option<Arc<Reloader>>,
+    grpc: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(shared) = engine.shared() {
+        shared.warm_up(Duration::from_secs(2)).await;
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ScorerServer<ScorerService>>().await;
@@ -74,7 +109,10 @@ pub async fn run_with_engine(
     let admin_router = admin::router(AdminState {
         metrics: Arc::clone(engine.metrics()),
         ready: Arc::clone(&ready),
+        reloader: reloader.clone(),
     });
+    #[cfg(unix)]
+    let sighup_task = reloader.map(|r| tokio::spawn(r.on_sighup()));
     let mut admin_stop = stop_rx.clone();
     let admin_task: JoinHandle<std::io::Result<()>> = tokio::spawn(async move {
         axum::serve(admin, admin_router)
@@ -142,6 +180,10 @@ pub async fn run_with_engine(
         }
     };
     sweep_task.abort();
+    #[cfg(unix)]
+    if let Some(t) = sighup_task {
+        t.abort();
+    }
     let admin_result = admin_task.await.unwrap_or(Ok(()));
     grpc_result?;
     admin_result?;
@@ -165,15 +207,35 @@ pub struct RunningScorer {
 impl RunningScorer {
     /// Binds the configured addresses (port 0 picks free ones) and starts serving.
     pub async fn start(config: Config) -> std::io::Result<Self> {
+        Self::start_inner(config, None).await
+    }
+
+    /// Like [`start`](Self::start), with the configuration read from `path`, which SIGHUP
+    /// and `POST /admin/reload` read again.
+    pub async fn start_with_file(path: &std::path::Path) -> std::io::Result<Self> {
+        let config =
+            Config::load(Some(path), |k| std::env::var(k).ok()).map_err(std::io::Error::other)?;
+        Self::start_inner(config, Some(path.to_owned())).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        path: Option<std::path::PathBuf>,
+    ) -> std::io::Result<Self> {
         let grpc = TcpListener::bind(config.server.grpc_listen).await?;
         let admin = TcpListener::bind(config.server.admin_listen).await?;
         let grpc_addr = grpc.local_addr()?;
         let admin_addr = admin.local_addr()?;
-        let engine = Arc::new(Engine::new(&config.limits, Arc::new(Metrics::new())));
+        let engine = Arc::new(
+            build_engine(&config, Arc::new(Metrics::new())).map_err(std::io::Error::other)?,
+        );
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run_with_engine(
+        let reloader =
+            path.map(|p| Arc::new(Reloader::new(Some(p), config.clone(), Arc::clone(&engine))));
+        let task = tokio::spawn(run_with_reloader(
             config,
             Arc::clone(&engine),
+            reloader,
             grpc,
             admin,
             async move {

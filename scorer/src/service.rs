@@ -39,7 +39,7 @@ impl Scorer for ScorerService {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
-        let result = self.engine.check(request.get_ref(), now_ms());
+        let result = self.engine.check(request.get_ref(), now_ms()).await;
         self.engine
             .metrics()
             .check_seconds

@@ -47,6 +47,26 @@ pub fn from_limit(policy: &Policy, outcome: &Outcome) -> CheckResponse {
     }
 }
 
+/// The outcome standing in for the windows when Redis cannot answer and the degraded mode is
+/// `fail_open` (`admitted`) or `fail_closed`: no quota to report (no `RateLimit` headers),
+/// retry after one second.
+pub fn unavailable(admitted: bool) -> Outcome {
+    Outcome {
+        admitted,
+        limit: 0,
+        window_ms: 0,
+        remaining: 0,
+        reset_ms: 0,
+        retry_after_ms: if admitted { 0 } else { 1_000 },
+    }
+}
+
+/// Flags a verdict built from [`unavailable`]: degraded, reason `limiter_unavailable`.
+pub fn mark_unavailable(response: &mut CheckResponse) {
+    response.degraded = true;
+    response.reason = "limiter_unavailable".to_owned();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +127,21 @@ mod tests {
         assert_eq!(r.decision, Decision::Allow as i32);
         assert_eq!(r.retry_after_seconds, 0);
         assert_eq!(r.rate_limit.unwrap().remaining, 3);
+    }
+
+    #[test]
+    fn fail_closed_throttles_for_a_second_without_quota_headers() {
+        let mut r = from_limit(&policy(false), &unavailable(false));
+        mark_unavailable(&mut r);
+        assert_eq!(r.decision, Decision::Throttle as i32);
+        assert_eq!(r.retry_after_seconds, 1);
+        assert!(r.rate_limit.is_none());
+        assert!(r.degraded);
+        assert_eq!(r.reason, "limiter_unavailable");
+        let shadow = from_limit(&policy(true), &unavailable(false));
+        assert_eq!(shadow.decision, Decision::ShadowThrottle as i32);
+        let open = from_limit(&policy(false), &unavailable(true));
+        assert_eq!(open.decision, Decision::Allow as i32);
     }
 
     #[test]

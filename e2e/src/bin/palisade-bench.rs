@@ -3,13 +3,20 @@
 //! `gateway`: latency at a fixed rate through the real Envoy with the Palisade filter and
 //! scorer, and through the same Envoy config with the wasm filter removed, in one run,
 //! alternating the two so drift on a shared machine hits both alike.
+//!
+//! `check`: the Check RPC over tonic, in-process windows or (`--redis URL`) Redis ones; with
+//! Redis it also measures Redis commands per Check from `INFO commandstats`.
+//!
+//! `limiter-algorithms`: the exact sliding log against the approximate sliding counter in
+//! Redis: script calls and Redis commands per second, bytes per key, and the counter's
+//! admission error against the log on the same arrivals.
 
 use std::{fs, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use palisade_e2e::{
-    ScorerMode, Stack, StackOptions,
+    ScorerMode, Stack, StackOptions, limiter_bench,
     load::{self, LoadReport, LoadSpec},
     scorer_config, workspace_root,
 };
@@ -54,6 +61,22 @@ enum Bench {
         /// Concurrent callers of the throughput run.
         #[arg(long, default_value_t = 64)]
         callers: usize,
+        /// Keep the windows in this Redis (`redis://127.0.0.1:6390`); in-process when omitted.
+        /// Use a private Redis: command counts are read from its `INFO commandstats`.
+        #[arg(long)]
+        redis: Option<String>,
+        /// The scorer's Redis command timeout (`redis.timeout_ms`).
+        #[arg(long, default_value_t = 15)]
+        redis_timeout_ms: u64,
+    },
+    /// Exact log vs approximate counter in Redis.
+    LimiterAlgorithms {
+        /// A private Redis (its statistics are reset).
+        #[arg(long)]
+        redis: String,
+        /// Seconds of each throughput run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
     },
     /// A fixed-rate load against any loopback URL (e.g. the `just up` gateway).
     Load {
@@ -86,7 +109,18 @@ async fn main() -> anyhow::Result<()> {
             rate,
             seconds,
             callers,
-        } => check(addr, rate, seconds, callers).await,
+            redis,
+            redis_timeout_ms,
+        } => check(addr, rate, seconds, callers, redis, redis_timeout_ms).await,
+        Bench::LimiterAlgorithms { redis, seconds } => {
+            let figures = limiter_bench::run(&redis, seconds).await?;
+            let out = workspace_root().join("target/bench");
+            fs::create_dir_all(&out)?;
+            let path = out.join("limiter-algorithms.json");
+            fs::write(&path, serde_json::to_string_pretty(&figures)?)?;
+            println!("written {}", path.display());
+            Ok(())
+        }
         Bench::Load {
             url,
             rate,
@@ -239,8 +273,19 @@ async fn check(
     rate: u32,
     seconds: u64,
     callers: usize,
+    redis: Option<String>,
+    redis_timeout_ms: u64,
 ) -> anyhow::Result<()> {
     let mut scorer = scorer_config();
+    let stats = match &redis {
+        Some(url) => {
+            scorer.redis.url = url.clone();
+            scorer.redis.timeout_ms = redis_timeout_ms;
+            scorer.redis.key_prefix = format!("palisade-bench:{}:", std::process::id());
+            Some(limiter_bench::Stats::connect(url).await?)
+        }
+        None => None,
+    };
     scorer.limits.tiers.insert(
         "bench".into(),
         PolicyConfig {
@@ -298,6 +343,23 @@ async fn check(
     println!(
         "Check throughput: {throughput:.0} calls/s with {callers} callers over one HTTP/2 connection ({calls} calls, {failed} failed)"
     );
+    let mut commands_per_check = None;
+    let mut degraded_in_throughput = 0;
+    if let (Some(stats), Some(r)) = (&stats, &running) {
+        let degraded = degraded_decisions(r);
+        let skipped = metric_sum(r, "palisade_redis_breaker_skipped_total");
+        let c = stats.client_commands().await?;
+        // Checks the breaker let through to Redis (timed-out ones included: they were sent).
+        let sent = calls.saturating_sub(skipped);
+        let per = c as f64 / sent.max(1) as f64;
+        println!(
+            "Redis: {c} client commands (EVALSHA/EVAL/SCRIPT) for {sent} Checks sent to Redis = {per:.4} round trips per Check; {degraded} of {calls} Checks degraded ({skipped} skipped by the open breaker) -> {:.0} Redis-decided Checks/s",
+            calls.saturating_sub(degraded) as f64 * throughput / calls.max(1) as f64
+        );
+        commands_per_check = Some(per);
+        degraded_in_throughput = degraded;
+        stats.reset().await?;
+    }
 
     // Latency at a fixed rate.
     let spec = LoadSpec {
@@ -319,8 +381,11 @@ async fn check(
         })
     })
     .await?;
+    let degraded_in_latency = running.as_ref().map_or(0, |r| {
+        degraded_decisions(r).saturating_sub(degraded_in_throughput)
+    });
     println!(
-        "Check latency at {rate}/s: p50 {} ms  p90 {} ms  p99 {} ms  p99.9 {} ms  max {} ms  ({} ok of {})",
+        "Check latency at {rate}/s: p50 {} ms  p90 {} ms  p99 {} ms  p99.9 {} ms  max {} ms  ({} ok of {}, {degraded_in_latency} degraded)",
         ms(report.p50_us),
         ms(report.p90_us),
         ms(report.p99_us),
@@ -331,11 +396,19 @@ async fn check(
     );
     let out = workspace_root().join("target/bench");
     fs::create_dir_all(&out)?;
-    let path = out.join("check.json");
+    let path = out.join(if redis.is_some() {
+        "check-redis.json"
+    } else {
+        "check.json"
+    });
     fs::write(
         &path,
         serde_json::to_string_pretty(&serde_json::json!({
             "throughput_calls_per_s": throughput, "callers": callers, "calls": calls, "failed": failed,
+            "redis": redis.is_some(), "redis_round_trips_per_check": commands_per_check,
+            "redis_timeout_ms": redis_timeout_ms,
+            "degraded_in_throughput_run": degraded_in_throughput,
+            "degraded_in_fixed_rate_run": degraded_in_latency,
             "fixed_rate": report,
         }))?,
     )?;
@@ -344,4 +417,18 @@ async fn check(
         r.stop().await?;
     }
     Ok(())
+}
+
+fn metric_sum(r: &palisade_scorer::RunningScorer, prefix: &str) -> u64 {
+    r.engine
+        .metrics()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn degraded_decisions(r: &palisade_scorer::RunningScorer) -> u64 {
+    metric_sum(r, "palisade_limiter_degraded_decisions_total")
 }

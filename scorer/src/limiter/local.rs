@@ -17,7 +17,10 @@ use std::{
 
 use parking_lot::Mutex;
 
-use super::{Outcome, Policy, WindowState, window::check_all};
+use super::{
+    Outcome, Policy, WindowState,
+    window::{check_all, combine_indexed},
+};
 
 const SHARDS: usize = 64;
 
@@ -54,8 +57,83 @@ impl LocalLimiter {
     }
 
     fn shard(&self, subject: &str) -> &Mutex<HashMap<String, Subject>> {
-        let i = (self.hasher.hash_one(subject) as usize) % SHARDS;
-        &self.shards[i]
+        &self.shards[self.shard_index(subject)]
+    }
+
+    fn shard_index(&self, entry: &str) -> usize {
+        (self.hasher.hash_one(entry) as usize) % SHARDS
+    }
+
+    /// [`check`](Self::check) against every window of several policies of `subject` at once:
+    /// counted in all of them only when all admit. Returns the outcome and the index of the
+    /// policy owning the reported window. Each (subject, policy) pair keeps its own state, so
+    /// a tier's windows are shared by every route of the key.
+    pub fn check_many(
+        &self,
+        subject: &str,
+        policies: &[&Arc<Policy>],
+        now_ms: u64,
+    ) -> (Outcome, usize) {
+        if let [policy] = policies {
+            let entry = format!("{subject}\u{0}{}", policy.name);
+            return (self.check(&entry, policy, now_ms), 0);
+        }
+        self.newest_ms.fetch_max(now_ms, Ordering::Relaxed);
+        let entries: Vec<String> = policies
+            .iter()
+            .map(|p| format!("{subject}\u{0}{}", p.name))
+            .collect();
+        // Lock every shard involved, in index order (no deadlock with other callers).
+        let mut shard_ids: Vec<usize> = entries.iter().map(|e| self.shard_index(e)).collect();
+        shard_ids.sort_unstable();
+        shard_ids.dedup();
+        let mut guards: Vec<_> = shard_ids
+            .iter()
+            .map(|&i| (i, self.shards[i].lock()))
+            .collect();
+        let mut now = now_ms;
+        let mut specs = Vec::new();
+        let mut peeks = Vec::new();
+        for (entry, policy) in entries.iter().zip(policies) {
+            let Some(map) = guards
+                .iter_mut()
+                .find(|(g, _)| *g == self.shard_index(entry))
+                .map(|(_, m)| &mut **m)
+            else {
+                continue;
+            };
+            now = now.max(fresh_entry(map, entry, policy).last_ms);
+        }
+        for (entry, policy) in entries.iter().zip(policies) {
+            let Some(state) = guards
+                .iter_mut()
+                .find(|(g, _)| *g == self.shard_index(entry))
+                .and_then(|(_, m)| m.get_mut(entry.as_str()))
+            else {
+                continue;
+            };
+            for (spec, window) in policy.windows.iter().zip(state.windows.iter_mut()) {
+                specs.push(*spec);
+                peeks.push(window.peek(spec, now));
+            }
+        }
+        let (outcome, window) = combine_indexed(&specs, &peeks);
+        for entry in &entries {
+            if let Some(state) = guards
+                .iter_mut()
+                .find(|(g, _)| *g == self.shard_index(entry))
+                .and_then(|(_, m)| m.get_mut(entry.as_str()))
+            {
+                state.last_ms = now;
+                if outcome.admitted {
+                    for w in state.windows.iter_mut() {
+                        w.record(now);
+                    }
+                }
+            }
+        }
+        let refs: Vec<&Policy> = policies.iter().map(|p| &***p).collect();
+        (outcome, super::redis::owner(&refs, window))
     }
 
     /// Checks `subject` (a key id, or `ip:<addr>`) against `policy` at `now_ms`, counting the
@@ -109,6 +187,24 @@ impl LocalLimiter {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The entry `key`, created afresh when missing or built for another policy (a reload).
+fn fresh_entry<'a>(
+    map: &'a mut HashMap<String, Subject>,
+    key: &str,
+    policy: &Arc<Policy>,
+) -> &'a mut Subject {
+    let new = || Subject {
+        policy: Arc::clone(policy),
+        windows: policy.windows.iter().map(WindowState::new).collect(),
+        last_ms: 0,
+    };
+    let entry = map.entry(key.to_owned()).or_insert_with(new);
+    if !Arc::ptr_eq(&entry.policy, policy) && *entry.policy != **policy {
+        *entry = new();
+    }
+    entry
 }
 
 #[cfg(test)]
@@ -172,6 +268,27 @@ mod tests {
         l.check("new", &p, 1_500);
         assert_eq!(l.sweep(), 1);
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn several_policies_are_all_or_nothing_and_keep_their_own_state() {
+        let l = LocalLimiter::new();
+        let tier = policy(3, 60_000);
+        let route = Arc::new(Policy {
+            name: "route:login".into(),
+            ..(*policy(1, 60_000)).clone()
+        });
+        let (o, owner) = l.check_many("k", &[&tier, &route], 0);
+        assert!(o.admitted);
+        assert_eq!(owner, 1, "the route's window is the tightest");
+        let (o, owner) = l.check_many("k", &[&tier, &route], 1);
+        assert!(!o.admitted);
+        assert_eq!(owner, 1, "the route refused");
+        // The refused request consumed nothing in the tier: 2 of 3 left there, for requests
+        // on other routes too.
+        assert!(l.check_many("k", &[&tier], 2).0.admitted);
+        assert!(l.check_many("k", &[&tier], 3).0.admitted);
+        assert!(!l.check_many("k", &[&tier], 4).0.admitted);
     }
 
     #[test]

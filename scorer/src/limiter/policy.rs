@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use crate::config::{AUTO_LOG_LIMIT, Algorithm, LimitsConfig, PolicyConfig};
+use crate::config::{AUTO_LOG_LIMIT, Algorithm, LimitsConfig, PolicyConfig, RouteConfig};
 
 use super::WindowSpec;
 
@@ -50,6 +50,8 @@ impl Policy {
 pub struct PolicyTable {
     tiers: HashMap<String, Arc<Policy>>,
     keys: HashMap<String, Arc<Policy>>,
+    /// In file order: the first match applies.
+    routes: Vec<(RouteConfig, Arc<Policy>)>,
     default: Arc<Policy>,
 }
 
@@ -79,9 +81,18 @@ impl PolicyTable {
                 shadow: false,
             })
         });
+        let routes = c
+            .routes
+            .iter()
+            .map(|r| {
+                let policy = Policy::from_config(format!("route:{}", r.name), &r.policy());
+                (r.clone(), Arc::new(policy))
+            })
+            .collect();
         Self {
             tiers,
             keys,
+            routes,
             default,
         }
     }
@@ -94,11 +105,20 @@ impl PolicyTable {
             .unwrap_or(&self.default)
     }
 
+    /// The route policy for a request, if one matches (counted per key, with its policy).
+    pub fn route(&self, method: &str, path: &str) -> Option<&Arc<Policy>> {
+        self.routes
+            .iter()
+            .find(|(r, _)| r.matches(method, path))
+            .map(|(_, p)| p)
+    }
+
     /// Every distinct policy name, for pre-registering metrics.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tiers
             .values()
             .chain(self.keys.values())
+            .chain(self.routes.iter().map(|(_, p)| p))
             .map(|p| p.name.as_str())
     }
 }
@@ -123,6 +143,31 @@ mod tests {
         assert_eq!(t.resolve("other", "standard").name, "standard");
         assert_eq!(t.resolve("other", "nonexistent").name, "free");
         assert_eq!(t.resolve("other", "").name, "free");
+    }
+
+    #[test]
+    fn the_first_matching_route_applies() {
+        let c = crate::Config::from_toml_str(
+            r#"
+            [[limits.routes]]
+            name = "login"
+            method = "POST"
+            path_prefix = "/api/login"
+            windows = [{ limit = 5, window = "1m" }]
+            [[limits.routes]]
+            name = "api"
+            path_prefix = "/api/"
+            windows = [{ limit = 100, window = "1s" }]
+            "#,
+            "t",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let t = PolicyTable::from_config(&c.limits);
+        assert_eq!(t.route("POST", "/api/login").unwrap().name, "route:login");
+        assert_eq!(t.route("GET", "/api/login").unwrap().name, "route:api");
+        assert!(t.route("GET", "/health").is_none());
+        assert!(t.names().any(|n| n == "route:login"));
     }
 
     #[test]
