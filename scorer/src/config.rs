@@ -52,6 +52,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Rate-limit policies.
     pub limits: LimitsConfig,
+    /// Security events.
+    pub events: crate::events::EventsConfig,
 }
 
 /// `[server]`.
@@ -293,6 +295,7 @@ impl Config {
         };
         addr(ENV_GRPC_LISTEN, &mut self.server.grpc_listen);
         addr(ENV_ADMIN_LISTEN, &mut self.server.admin_listen);
+        self.events.apply_env(&env);
         problems
     }
 
@@ -323,6 +326,7 @@ impl Config {
         for (name, policy) in &l.keys {
             validate_policy(&format!("limits.keys.{name}"), name, policy, &mut p);
         }
+        self.events.validate(&mut p);
         if p.is_empty() {
             Ok(())
         } else {

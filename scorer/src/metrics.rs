@@ -71,6 +71,8 @@ pub struct Metrics {
     pub gateway_seconds: Histogram,
     /// Subjects whose windows are held in memory.
     pub tracked_subjects: Gauge,
+    /// `palisade_events_*`.
+    pub events: crate::events::EventMetrics,
 }
 
 impl Default for Metrics {
@@ -149,6 +151,7 @@ impl Metrics {
             "Subjects with window state in memory",
             tracked_subjects.clone(),
         );
+        let events = crate::events::EventMetrics::register(&mut registry);
         Self {
             registry,
             decisions,
@@ -162,6 +165,7 @@ impl Metrics {
             upstream_seconds,
             gateway_seconds,
             tracked_subjects,
+            events,
         }
     }
 

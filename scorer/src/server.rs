@@ -19,6 +19,7 @@ use crate::{
     admin::{self, AdminState},
     config::Config,
     engine::Engine,
+    events::EventSink,
     metrics::Metrics,
     service::ScorerService,
 };
@@ -35,6 +36,16 @@ pub enum ServeError {
     /// The reflection service could not be built from the descriptors.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The event spool could not be opened.
+    #[error("events: {0}")]
+    Events(#[from] crate::events::spool::SpoolError),
+}
+
+/// An engine for `config`, recording events when `[events]` says so.
+pub fn engine(config: &Config) -> Result<Engine, ServeError> {
+    let metrics = Arc::new(Metrics::new());
+    let sink = EventSink::start(&config.events, metrics.events.clone())?;
+    Ok(Engine::new(&config.limits, metrics).with_events(sink))
 }
 
 /// Serves until `shutdown` resolves, then drains for at most `server.shutdown_grace_ms`.
@@ -44,8 +55,7 @@ pub async fn run(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let metrics = Arc::new(Metrics::new());
-    let engine = Arc::new(Engine::new(&config.limits, Arc::clone(&metrics)));
+    let engine = Arc::new(engine(&config)?);
     run_with_engine(config, engine, grpc, admin, shutdown).await
 }
 
@@ -105,7 +115,7 @@ pub async fn run_with_engine(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ScorerServer::new(ScorerService::new(engine)))
+        .add_service(ScorerServer::new(ScorerService::new(Arc::clone(&engine))))
         // Our own listener, so tonic's `tcp_nodelay` above does not reach the accepted
         // sockets: set it here. Without it, Nagle holds the response's trailers behind the
         // peer's delayed ACK and every Check from Envoy takes over a millisecond.
@@ -142,6 +152,7 @@ pub async fn run_with_engine(
         }
     };
     sweep_task.abort();
+    engine.shutdown_events().await;
     let admin_result = admin_task.await.unwrap_or(Ok(()));
     grpc_result?;
     admin_result?;
@@ -169,7 +180,7 @@ impl RunningScorer {
         let admin = TcpListener::bind(config.server.admin_listen).await?;
         let grpc_addr = grpc.local_addr()?;
         let admin_addr = admin.local_addr()?;
-        let engine = Arc::new(Engine::new(&config.limits, Arc::new(Metrics::new())));
+        let engine = Arc::new(engine(&config).map_err(std::io::Error::other)?);
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run_with_engine(
             config,
