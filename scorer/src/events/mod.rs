@@ -7,7 +7,7 @@
 //! - [`spool`]: append-only segment files with per-record checksums; the queue to Postgres.
 //! - [`store`]: Postgres: migrations, partitions, the batched insert, `events tail`.
 //! - [`writer`]: the task that ships the spool to the store, flushed by size and time.
-//! - [`config`]: `[events]`.
+//! - [`config`]: the `events` section of the configuration.
 
 pub mod config;
 pub mod event;
@@ -166,6 +166,9 @@ impl EventMetrics {
     }
 }
 
+/// The stop signal of the background tasks, and the tasks.
+type Tasks = (watch::Sender<bool>, Vec<JoinHandle<()>>);
+
 /// Turns outcome reports into spooled events; owns the writer and fsync tasks.
 #[derive(Debug)]
 pub struct EventSink {
@@ -173,7 +176,7 @@ pub struct EventSink {
     sanitizer: Sanitizer,
     metrics: Arc<EventMetrics>,
     notify: Arc<Notify>,
-    tasks: Mutex<Option<(watch::Sender<bool>, Vec<JoinHandle<()>>)>>,
+    tasks: Mutex<Option<Tasks>>,
 }
 
 impl EventSink {

@@ -201,7 +201,7 @@ impl Writer {
     fn failed(&self, error: &str, failures: u32) {
         self.metrics.write_errors.inc();
         // One line when an outage starts, then every 50th attempt: no log flood.
-        if failures % 50 == 0 {
+        if failures.is_multiple_of(50) {
             tracing::warn!(
                 error,
                 "writing events to postgres failed; spooling and retrying"
