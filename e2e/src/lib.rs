@@ -4,12 +4,15 @@
 //! # Layout
 //! - [`Stack`]: starts and stops one gateway stack; prints Envoy's log when a test panics.
 //! - [`render`]: fills the `${NAME}` placeholders of `envoy/envoy.yaml`.
+//! - [`telemetry`]: the security-event benchmark (events/s into Postgres, Check with logging
+//!   on and off, spool replay).
 //! - [`load`]: a fixed-rate (open-loop) HTTP load generator with latency correction.
 //!
 //! Paths come from `PALISADE_ENVOY_BIN` and `PALISADE_WASM`, defaulting to the project's
 //! `.venv/bin/envoy` and `target/wasm32-wasip1/wasm/palisade_filter.wasm` (`just build-wasm`).
 
 pub mod load;
+pub mod telemetry;
 
 use std::{
     collections::HashMap,

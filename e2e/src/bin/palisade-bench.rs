@@ -55,6 +55,38 @@ enum Bench {
         #[arg(long, default_value_t = 64)]
         callers: usize,
     },
+    /// Security events: events/s into Postgres, Check latency with recording on vs off,
+    /// spool replay after an outage.
+    Events {
+        /// Postgres whose user may create a scratch database.
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        database_url: String,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Outcomes per Report call.
+        #[arg(long, default_value_t = 500)]
+        report_batch: usize,
+        /// Concurrent Report senders.
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
+        /// Check calls per second in the on/off comparison.
+        #[arg(long, default_value_t = 5_000)]
+        check_rate: u32,
+        /// Background events per second during the on/off comparison.
+        #[arg(long, default_value_t = 5_000)]
+        background_events: u32,
+        /// Rounds of (off, on).
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
+        /// Events spooled during the simulated outage.
+        #[arg(long, default_value_t = 500_000)]
+        outage_events: u64,
+    },
     /// A fixed-rate load against any loopback URL (e.g. the `just up` gateway).
     Load {
         /// Target URL.
@@ -87,6 +119,52 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             callers,
         } => check(addr, rate, seconds, callers).await,
+        Bench::Events {
+            database_url,
+            seconds,
+            report_batch,
+            senders,
+            check_rate,
+            background_events,
+            rounds,
+            outage_events,
+        } => {
+            let report = palisade_e2e::telemetry::run(&palisade_e2e::telemetry::TelemetryBench {
+                database_url,
+                seconds,
+                report_batch,
+                senders,
+                check_rate,
+                background_events,
+                rounds,
+                outage_events,
+            })
+            .await?;
+            let dir = workspace_root().join("target/bench");
+            fs::create_dir_all(&dir)?;
+            fs::write(
+                dir.join("events.json"),
+                serde_json::to_string_pretty(&report)?,
+            )?;
+            println!(
+                "events into Postgres: {:.0}/s sustained ({} events; Report ingest {:.0}/s)",
+                report.persisted_per_s, report.events, report.ingest_per_s
+            );
+            for (i, (off, on)) in report.check_off.iter().zip(&report.check_on).enumerate() {
+                println!(
+                    "Check at {check_rate}/s, round {i}: recording off p50 {} p99 {} ms | on p50 {} p99 {} ms",
+                    ms(off.p50_us),
+                    ms(off.p99_us),
+                    ms(on.p50_us),
+                    ms(on.p99_us)
+                );
+            }
+            println!(
+                "spool replay after an outage: {:.0} events/s ({} events)",
+                report.replay_per_s, report.replayed
+            );
+            Ok(())
+        }
         Bench::Load {
             url,
             rate,

@@ -83,6 +83,8 @@ pub struct EventsConfig {
     pub fsync_interval_ms: u64,
     /// Events per insert.
     pub batch_size: usize,
+    /// Inserts in flight at once (one connection each); positions still commit in order.
+    pub writers: usize,
     /// Longest an event waits for its batch to fill, ms.
     pub flush_interval_ms: u64,
     /// Longest one insert may take before it is retried, ms.
@@ -111,6 +113,7 @@ impl Default for EventsConfig {
             fsync: FsyncPolicy::Interval,
             fsync_interval_ms: 1_000,
             batch_size: 2_000,
+            writers: 2,
             flush_interval_ms: 200,
             write_timeout_ms: 10_000,
             connect_timeout_ms: 2_000,
@@ -150,6 +153,9 @@ impl EventsConfig {
         }
         if self.batch_size == 0 || self.batch_size > 10_000 {
             p.push("events.batch_size: must be 1 to 10000".to_owned());
+        }
+        if self.writers == 0 || self.writers > 16 {
+            p.push("events.writers: must be 1 to 16".to_owned());
         }
         if self.spool_segment_bytes < 4_096 {
             p.push("events.spool_segment_bytes: must be at least 4096".to_owned());

@@ -204,9 +204,10 @@ impl EventSink {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         if !config.database_url.is_empty() {
-            let store = Store::connect_lazy(
+            let store = Store::connect_lazy_with(
                 config.database_url.expose(),
                 Duration::from_millis(config.connect_timeout_ms),
+                config.writers as u32 + 1,
             )
             .map_err(|e| SpoolError::Io(std::io::Error::other(e.to_string())))?;
             let writer = Writer::new(
@@ -219,6 +220,7 @@ impl EventSink {
                     retention_days: config.retention_days,
                     premake_days: config.premake_days,
                     shutdown_flush: Duration::from_millis(config.shutdown_flush_ms),
+                    parallelism: config.writers,
                 },
                 Arc::clone(&metrics),
                 Arc::clone(&notify),

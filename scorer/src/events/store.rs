@@ -37,9 +37,18 @@ impl Store {
     /// A lazily connecting pool for `url` (nothing is contacted until the first query), so a
     /// scorer starts and spools while Postgres is down.
     pub fn connect_lazy(url: &str, connect_timeout: Duration) -> Result<Self, StoreError> {
+        Self::connect_lazy_with(url, connect_timeout, 2)
+    }
+
+    /// [`Store::connect_lazy`] with up to `connections` connections.
+    pub fn connect_lazy_with(
+        url: &str,
+        connect_timeout: Duration,
+        connections: u32,
+    ) -> Result<Self, StoreError> {
         let opts: PgConnectOptions = url.parse()?;
         let pool = PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(connections.max(1))
             .acquire_timeout(connect_timeout)
             .connect_lazy_with(opts.application_name("palisade-scorer"));
         Ok(Self { pool })

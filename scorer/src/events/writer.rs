@@ -4,7 +4,7 @@
 //! down; once Postgres has a batch the position is committed and whole segments are deleted.
 
 use std::{
-    collections::HashSet,
+    collections::{HashSet, VecDeque},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -33,6 +33,18 @@ pub struct WriterOptions {
     pub premake_days: u32,
     /// After a stop, how long the writer keeps trying to empty the spool.
     pub shutdown_flush: Duration,
+    /// Inserts in flight at once.
+    pub parallelism: usize,
+}
+
+/// One insert in flight.
+#[derive(Debug)]
+struct InFlight {
+    handle: tokio::task::JoinHandle<Result<u64, String>>,
+    /// The spool position after its last event.
+    end: super::spool::Position,
+    len: usize,
+    started: Instant,
 }
 
 const MS_PER_DAY: i64 = 86_400_000;
@@ -82,10 +94,18 @@ impl Writer {
     }
 
     /// Runs until `stop` turns true and the spool is empty (or `shutdown_flush` has passed).
+    ///
+    /// Up to `parallelism` inserts are in flight while the next batch is read; positions are
+    /// committed strictly in order. When an insert fails, the writer waits for the others,
+    /// rewinds to the last committed position and retries from there with backoff (batches
+    /// that had landed meanwhile are skipped by `ON CONFLICT`).
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut batch: Vec<Event> = Vec::with_capacity(self.opts.batch_size);
         let mut first_at: Option<Instant> = None;
         let mut deadline: Option<Instant> = None;
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
+        let mut backoff = BACKOFF_MIN;
+        let mut failures = 0u32;
         loop {
             let stopping = *stop.borrow();
             if stopping && deadline.is_none() {
@@ -108,15 +128,62 @@ impl Writer {
             self.metrics.queue_depth.set(batch.len() as i64);
             let full = batch.len() >= self.opts.batch_size;
             let due = first_at.is_some_and(|t| t.elapsed() >= self.opts.flush_interval);
-            if !batch.is_empty() && (full || due || stopping) {
-                if !self.ship(&batch, &mut stop, deadline).await {
-                    break;
+            let ship = !batch.is_empty() && (full || due || stopping);
+            let settle = inflight.len() >= self.opts.parallelism.max(1)
+                || (!ship && !inflight.is_empty() && (stopping || batch.is_empty()));
+            let outcome = if settle {
+                self.settle(&mut inflight).await
+            } else if ship {
+                match self.prepare(&batch).await {
+                    Ok(()) => {
+                        let events =
+                            std::mem::replace(&mut batch, Vec::with_capacity(self.opts.batch_size));
+                        first_at = None;
+                        inflight.push_back(self.spawn_insert(events));
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
                 }
-                batch.clear();
-                first_at = None;
-                continue;
+            } else {
+                Ok(())
+            };
+            match outcome {
+                Ok(()) => {
+                    if settle || ship {
+                        if failures > 0 && inflight.is_empty() {
+                            tracing::info!(failures, "event store is back: replaying the spool");
+                            failures = 0;
+                            backoff = BACKOFF_MIN;
+                        }
+                        continue;
+                    }
+                }
+                Err(error) => {
+                    self.failed(&error, failures);
+                    failures += 1;
+                    self.replaying = true;
+                    // Let the rest finish, then start again from the last committed position.
+                    for f in inflight.drain(..) {
+                        let _ = f.handle.await;
+                    }
+                    batch.clear();
+                    first_at = None;
+                    self.reader = SpoolReader::new(self.spool.committed());
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        tracing::warn!(
+                            "shutting down with events left in the spool; they are replayed at the next start"
+                        );
+                        break;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
             }
-            if stopping {
+            if stopping && batch.is_empty() && inflight.is_empty() {
                 break;
             }
             let wait = first_at.map_or(self.opts.flush_interval, |t| {
@@ -134,68 +201,54 @@ impl Writer {
         }
     }
 
-    /// Writes `batch` until Postgres has it; false when giving up at the shutdown deadline
-    /// (the events stay in the spool and are replayed at the next start).
-    async fn ship(
-        &mut self,
-        batch: &[Event],
-        stop: &mut watch::Receiver<bool>,
-        mut deadline: Option<Instant>,
-    ) -> bool {
-        let mut backoff = BACKOFF_MIN;
-        let mut failures = 0u32;
-        loop {
-            let started = Instant::now();
-            let result = tokio::time::timeout(self.opts.write_timeout, self.write(batch)).await;
-            match result {
-                Ok(Ok(inserted)) => {
-                    self.metrics
-                        .batch_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    self.metrics.batch_size.observe(batch.len() as f64);
-                    self.metrics.persisted.inc_by(inserted);
-                    self.metrics
-                        .duplicates
-                        .inc_by(batch.len() as u64 - inserted.min(batch.len() as u64));
-                    if self.replaying {
-                        self.metrics.replayed.inc_by(batch.len() as u64);
-                    }
-                    if failures > 0 {
-                        tracing::info!(failures, "event store is back: replaying the spool");
-                    }
-                    let pos = self.reader.position();
-                    if let Err(e) = self.spool.commit(pos) {
-                        tracing::error!(error = %e, "committing the event spool position");
-                    }
-                    if pos >= self.spool.end() {
-                        self.replaying = false;
-                    }
-                    self.metrics.spool_bytes.set(self.spool.bytes() as i64);
-                    self.metrics
-                        .backlog_bytes
-                        .set(self.backlog_bytes(pos) as i64);
-                    return true;
-                }
-                Ok(Err(e)) => self.failed(&e.to_string(), failures),
-                Err(_) => self.failed("timed out", failures),
+    fn spawn_insert(&self, events: Vec<Event>) -> InFlight {
+        let store = self.store.clone();
+        let timeout = self.opts.write_timeout;
+        let len = events.len();
+        let handle = tokio::spawn(async move {
+            match tokio::time::timeout(timeout, store.insert(&events)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("insert timed out".to_owned()),
             }
-            failures += 1;
-            self.replaying = true;
-            if *stop.borrow() && deadline.is_none() {
-                deadline = Some(Instant::now() + self.opts.shutdown_flush);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                tracing::warn!(
-                    "shutting down with events left in the spool; they are replayed at the next start"
-                );
-                return false;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => {}
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+        });
+        InFlight {
+            handle,
+            end: self.reader.position(),
+            len,
+            started: Instant::now(),
         }
+    }
+
+    /// Waits for the oldest insert and commits its position.
+    async fn settle(&mut self, inflight: &mut VecDeque<InFlight>) -> Result<(), String> {
+        let Some(f) = inflight.pop_front() else {
+            return Ok(());
+        };
+        let inserted = match f.handle.await {
+            Ok(r) => r?,
+            Err(e) => return Err(e.to_string()),
+        };
+        let len = f.len as u64;
+        self.metrics
+            .batch_seconds
+            .observe(f.started.elapsed().as_secs_f64());
+        self.metrics.batch_size.observe(len as f64);
+        self.metrics.persisted.inc_by(inserted);
+        self.metrics.duplicates.inc_by(len - inserted.min(len));
+        if self.replaying {
+            self.metrics.replayed.inc_by(len);
+        }
+        if let Err(e) = self.spool.commit(f.end) {
+            tracing::error!(error = %e, "committing the event spool position");
+        }
+        if inflight.is_empty() && f.end >= self.spool.end() {
+            self.replaying = false;
+        }
+        self.metrics.spool_bytes.set(self.spool.bytes() as i64);
+        self.metrics
+            .backlog_bytes
+            .set(self.spool.bytes().saturating_sub(f.end.offset) as i64);
+        Ok(())
     }
 
     fn failed(&self, error: &str, failures: u32) {
@@ -209,11 +262,8 @@ impl Writer {
         }
     }
 
-    fn backlog_bytes(&self, pos: super::spool::Position) -> u64 {
-        self.spool.bytes().saturating_sub(pos.offset)
-    }
-
-    async fn write(&mut self, batch: &[Event]) -> Result<u64, StoreError> {
+    /// Migrations (once), partition maintenance (hourly) and the partitions of `batch`'s days.
+    async fn prepare(&mut self, batch: &[Event]) -> Result<(), StoreError> {
         if !self.migrated {
             self.store.migrate().await?;
             self.migrated = true;
@@ -254,6 +304,6 @@ impl Writer {
                 self.known_days.insert(day);
             }
         }
-        self.store.insert(batch).await
+        Ok(())
     }
 }
