@@ -41,6 +41,10 @@ pub struct TelemetryBench {
     pub rounds: u32,
     /// Events spooled during the simulated outage.
     pub outage_events: u64,
+    /// `events.batch_size`.
+    pub batch_size: usize,
+    /// `events.writers`.
+    pub writers: usize,
 }
 
 /// Outcome of [`run`].
@@ -76,8 +80,10 @@ fn with_database(base: &str, db: &str) -> anyhow::Result<String> {
     Ok(format!("{head}/{db}"))
 }
 
-fn config(url: Option<&str>, spool: &std::path::Path) -> Config {
+fn config(b: &TelemetryBench, url: Option<&str>, spool: &std::path::Path) -> Config {
     let mut c = scorer_config();
+    c.events.batch_size = b.batch_size;
+    c.events.writers = b.writers;
     c.limits.tiers.insert(
         "bench".into(),
         PolicyConfig {
@@ -198,13 +204,14 @@ async fn wait_for_rows(url: &str, rows: u64, limit: Duration) -> anyhow::Result<
 }
 
 async fn check_latency(
+    b: &TelemetryBench,
     url: Option<&str>,
     rate: u32,
     seconds: u64,
     background: u32,
 ) -> anyhow::Result<LoadReport> {
     let spool = tempfile::tempdir()?;
-    let mut cfg = config(url, spool.path());
+    let mut cfg = config(b, url, spool.path());
     if url.is_none() {
         cfg.events.enabled = false;
     }
@@ -271,7 +278,7 @@ pub async fn run(b: &TelemetryBench) -> anyhow::Result<TelemetryReport> {
 async fn measure(b: &TelemetryBench, url: &str) -> anyhow::Result<TelemetryReport> {
     // 1. Throughput: Report as fast as the senders go, until Postgres has every event.
     let spool = tempfile::tempdir()?;
-    let scorer = RunningScorer::start(config(Some(url), spool.path())).await?;
+    let scorer = RunningScorer::start(config(b, Some(url), spool.path())).await?;
     // The first batch migrates and creates partitions; keep that out of the figure.
     let ch = channel(&scorer).await?;
     pump(ch.clone(), 1, 1, Duration::from_secs(5), Some(1), None).await?;
@@ -297,8 +304,8 @@ async fn measure(b: &TelemetryBench, url: &str) -> anyhow::Result<TelemetryRepor
     // 2. Check latency, recording off then on, alternating.
     let (mut check_off, mut check_on) = (Vec::new(), Vec::new());
     for round in 0..b.rounds {
-        let off = check_latency(None, b.check_rate, b.seconds, b.background_events).await?;
-        let on = check_latency(Some(url), b.check_rate, b.seconds, b.background_events).await?;
+        let off = check_latency(b, None, b.check_rate, b.seconds, b.background_events).await?;
+        let on = check_latency(b, Some(url), b.check_rate, b.seconds, b.background_events).await?;
         eprintln!(
             "round {round}: Check p50/p99 off {}/{} us, on {}/{} us",
             off.p50_us, off.p99_us, on.p50_us, on.p99_us
@@ -310,7 +317,11 @@ async fn measure(b: &TelemetryBench, url: &str) -> anyhow::Result<TelemetryRepor
     // 3. Replay: spool `outage_events` with Postgres unreachable, then start with it back.
     let before = count(url).await? as u64;
     let spool = tempfile::tempdir()?;
-    let mut down = config(Some("postgres://postgres@127.0.0.1:1/none"), spool.path());
+    let mut down = config(
+        b,
+        Some("postgres://postgres@127.0.0.1:1/none"),
+        spool.path(),
+    );
     down.events.connect_timeout_ms = 200;
     down.events.shutdown_flush_ms = 100;
     let scorer = RunningScorer::start(down).await?;
@@ -325,7 +336,7 @@ async fn measure(b: &TelemetryBench, url: &str) -> anyhow::Result<TelemetryRepor
     .await?;
     scorer.stop().await?;
     let started = Instant::now();
-    let scorer = RunningScorer::start(config(Some(url), spool.path())).await?;
+    let scorer = RunningScorer::start(config(b, Some(url), spool.path())).await?;
     let done = wait_for_rows(url, before + replayed, Duration::from_secs(300)).await?;
     let replay_per_s = replayed as f64 / (done - started).as_secs_f64();
     scorer.stop().await?;

@@ -86,6 +86,12 @@ enum Bench {
         /// Events spooled during the simulated outage.
         #[arg(long, default_value_t = 500_000)]
         outage_events: u64,
+        /// `events.batch_size` of the scorer.
+        #[arg(long, default_value_t = 5_000)]
+        batch_size: usize,
+        /// `events.writers` of the scorer.
+        #[arg(long, default_value_t = 3)]
+        writers: usize,
     },
     /// A fixed-rate load against any loopback URL (e.g. the `just up` gateway).
     Load {
@@ -128,6 +134,8 @@ async fn main() -> anyhow::Result<()> {
             background_events,
             rounds,
             outage_events,
+            batch_size,
+            writers,
         } => {
             let report = palisade_e2e::telemetry::run(&palisade_e2e::telemetry::TelemetryBench {
                 database_url,
@@ -138,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
                 background_events,
                 rounds,
                 outage_events,
+                batch_size,
+                writers,
             })
             .await?;
             let dir = workspace_root().join("target/bench");
