@@ -159,6 +159,7 @@ lint: toolchain
 # Benchmarks; figures go to target/bench/ (see docs/performance.md).
 bench: setup build-wasm
     PALISADE_ENVOY_BIN="{{envoy}}" PALISADE_WASM="{{wasm}}" cargo run --release -p palisade-e2e --bin palisade-bench -- gateway
+    cargo run --release -p palisade-e2e --bin palisade-bench -- events
 
 # What CI runs.
 ci: lint test

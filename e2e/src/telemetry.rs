@@ -110,7 +110,7 @@ fn outcome(i: u64) -> RequestOutcome {
         method: "GET".into(),
         path: format!("/api/users/{}", i % 10_000),
         user_agent: "palisade-bench/1.0 (+https://example.invalid)".into(),
-        outcome: if i % 50 == 0 {
+        outcome: if i.is_multiple_of(50) {
             Outcome::Throttled as i32
         } else {
             Outcome::Allowed as i32
