@@ -125,6 +125,29 @@ async fn a_canary_api_key_is_in_no_table_no_log_line_and_no_spool_file() {
             .await
             .unwrap();
     assert_eq!(decisions, ["ALLOW", "UNAUTHORIZED"]);
+    // The backend's own latency (Server-Timing) is on the forwarded request's row, with the
+    // gateway's and the upstream's, under the request id the client got back.
+    let request_id = elsewhere.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (backend, upstream, gateway): (Option<i64>, Option<i64>, i64) = sqlx::query_as(
+        "SELECT backend_latency_us, upstream_latency_us, gateway_latency_us FROM events \
+         WHERE request_id = $1",
+    )
+    .bind(&request_id)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        backend.is_some_and(|b| b > 0),
+        "backend latency {backend:?}"
+    );
+    assert!(
+        upstream.is_some_and(|u| u >= backend.unwrap_or(0)),
+        "{upstream:?}"
+    );
+    assert!(gateway > 0);
     assert!(table.contains("agent pk_[redacted]"), "{table}");
     assert!(
         !table.contains(&canary),
