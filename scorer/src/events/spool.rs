@@ -335,6 +335,16 @@ impl Spool {
         self.writer.lock().total
     }
 
+    /// Bytes from `pos` to the end of the spool.
+    pub fn bytes_after(&self, pos: Position) -> u64 {
+        let w = self.writer.lock();
+        w.sizes
+            .range(pos.segment..)
+            .map(|(_, &size)| size)
+            .sum::<u64>()
+            .saturating_sub(pos.offset)
+    }
+
     /// The first segment after `id` still on disk.
     pub fn next_segment(&self, id: u64) -> Option<u64> {
         let w = self.writer.lock();
@@ -609,6 +619,12 @@ mod tests {
             (7..21).map(|i| format!("r-{i}")).collect::<Vec<_>>()
         );
         assert!(r.read(&spool, 100).unwrap().is_empty());
+        assert!(
+            spool.bytes_after(spool.committed()) > 0,
+            "read, not yet committed"
+        );
+        spool.commit(r.position()).unwrap();
+        assert_eq!(spool.bytes_after(spool.committed()), 0);
     }
 
     #[test]

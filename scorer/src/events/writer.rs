@@ -78,7 +78,7 @@ impl Writer {
         notify: Arc<Notify>,
     ) -> Self {
         let start = spool.committed();
-        let replaying = start < spool.end();
+        let replaying = spool.bytes_after(start) > 0;
         Self {
             reader: SpoolReader::new(start),
             spool,
@@ -169,6 +169,9 @@ impl Writer {
                     batch.clear();
                     first_at = None;
                     self.reader = SpoolReader::new(self.spool.committed());
+                    // Another scorer may have dropped a partition this one thinks exists.
+                    self.known_days.clear();
+                    self.last_maintenance = None;
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         tracing::warn!(
                             "shutting down with events left in the spool; they are replayed at the next start"
@@ -241,13 +244,12 @@ impl Writer {
         if let Err(e) = self.spool.commit(f.end) {
             tracing::error!(error = %e, "committing the event spool position");
         }
-        if inflight.is_empty() && f.end >= self.spool.end() {
+        let backlog = self.spool.bytes_after(f.end);
+        if inflight.is_empty() && backlog == 0 {
             self.replaying = false;
         }
         self.metrics.spool_bytes.set(self.spool.bytes() as i64);
-        self.metrics
-            .backlog_bytes
-            .set(self.spool.bytes().saturating_sub(f.end.offset) as i64);
+        self.metrics.backlog_bytes.set(backlog as i64);
         Ok(())
     }
 
