@@ -101,6 +101,11 @@ impl Store {
     /// Inserts `events` in one statement, skipping those already stored (a replay); returns
     /// how many rows were new. The partitions for their days must exist.
     pub async fn insert(&self, events: &[Event]) -> Result<u64, StoreError> {
+        self.insert_owned(events.to_vec()).await
+    }
+
+    /// [`Store::insert`] taking the batch, so its strings move into the columns uncopied.
+    pub async fn insert_owned(&self, events: Vec<Event>) -> Result<u64, StoreError> {
         if events.is_empty() {
             return Ok(0);
         }
@@ -216,7 +221,6 @@ pub fn row_to_event(row: &sqlx::postgres::PgRow) -> Result<Event, sqlx::Error> {
 }
 
 /// The batch as one array per column, for `UNNEST`.
-#[derive(Default)]
 struct Columns {
     event_id: Vec<Uuid>,
     time_ms: Vec<i64>,
@@ -243,26 +247,53 @@ struct Columns {
 }
 
 impl Columns {
-    fn of(events: &[Event]) -> Self {
-        let mut c = Self::default();
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            event_id: Vec::with_capacity(n),
+            time_ms: Vec::with_capacity(n),
+            request_id: Vec::with_capacity(n),
+            key_id: Vec::with_capacity(n),
+            tenant: Vec::with_capacity(n),
+            tier: Vec::with_capacity(n),
+            client_ip: Vec::with_capacity(n),
+            method: Vec::with_capacity(n),
+            path: Vec::with_capacity(n),
+            route: Vec::with_capacity(n),
+            user_agent: Vec::with_capacity(n),
+            decision: Vec::with_capacity(n),
+            reason: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            anomaly_score: Vec::with_capacity(n),
+            model_version: Vec::with_capacity(n),
+            gateway_latency_us: Vec::with_capacity(n),
+            upstream_latency_us: Vec::with_capacity(n),
+            backend_latency_us: Vec::with_capacity(n),
+            request_bytes: Vec::with_capacity(n),
+            response_bytes: Vec::with_capacity(n),
+            received_ms: Vec::with_capacity(n),
+        }
+    }
+
+    fn of(events: Vec<Event>) -> Self {
+        let mut c = Self::with_capacity(events.len());
         let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for e in events {
             c.event_id.push(e.event_id);
             c.time_ms.push(e.time_ms);
-            c.request_id.push(e.request_id.clone());
-            c.key_id.push(e.key_id.clone());
-            c.tenant.push(e.tenant.clone());
-            c.tier.push(e.tier.clone());
-            c.client_ip.push(e.client_ip.clone());
-            c.method.push(e.method.clone());
-            c.path.push(e.path.clone());
-            c.route.push(e.route.clone());
-            c.user_agent.push(e.user_agent.clone());
+            c.request_id.push(e.request_id);
+            c.key_id.push(e.key_id);
+            c.tenant.push(e.tenant);
+            c.tier.push(e.tier);
+            c.client_ip.push(e.client_ip);
+            c.method.push(e.method);
+            c.path.push(e.path);
+            c.route.push(e.route);
+            c.user_agent.push(e.user_agent);
             c.decision.push(e.decision.as_str());
-            c.reason.push(e.reason.clone());
+            c.reason.push(e.reason);
             c.status.push(i16::try_from(e.status).unwrap_or(i16::MAX));
             c.anomaly_score.push(e.anomaly_score);
-            c.model_version.push(e.model_version.clone());
+            c.model_version.push(e.model_version);
             c.gateway_latency_us.push(i(e.gateway_latency_us));
             c.upstream_latency_us.push(i(e.upstream_latency_us));
             c.backend_latency_us.push(i(e.backend_latency_us));

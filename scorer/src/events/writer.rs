@@ -209,7 +209,7 @@ impl Writer {
         let timeout = self.opts.write_timeout;
         let len = events.len();
         let handle = tokio::spawn(async move {
-            match tokio::time::timeout(timeout, store.insert(&events)).await {
+            match tokio::time::timeout(timeout, store.insert_owned(events)).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err("insert timed out".to_owned()),
             }
