@@ -10,6 +10,9 @@ RUN cargo build --release -p palisade-scorer -p palisade-backend \
 FROM debian:bookworm-slim AS scorer
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/palisade-scorer /usr/local/bin/palisade-scorer
+# The security-event spool (docs/telemetry.md): mount a volume here to keep it across restarts.
+RUN mkdir -p /var/lib/palisade/events && chown -R 65534:65534 /var/lib/palisade
+ENV PALISADE_SPOOL_DIR=/var/lib/palisade/events
 USER 65534:65534
 ENTRYPOINT ["palisade-scorer"]
 CMD ["serve"]

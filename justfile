@@ -22,6 +22,10 @@ export SCORER_ADMIN_PORT := env_var_or_default("SCORER_ADMIN_PORT", "9102")
 export PALISADE_FAILURE_MODE := env_var_or_default("PALISADE_FAILURE_MODE", "fail_closed")
 export PALISADE_SCORER_TIMEOUT_MS := env_var_or_default("PALISADE_SCORER_TIMEOUT_MS", "100")
 export PALISADE_REPORT_FLUSH_MS := env_var_or_default("PALISADE_REPORT_FLUSH_MS", "1000")
+# Security events: spool files under .run/events; Postgres only when PALISADE_DATABASE_URL is set.
+export PALISADE_SPOOL_DIR := env_var_or_default("PALISADE_SPOOL_DIR", root / ".run/events")
+# The Postgres of `just test`, `just migrate` and `just bench` (each test gets its own database).
+export DATABASE_URL := env_var_or_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 
 default:
     @just --list
@@ -141,6 +145,14 @@ demo: up
 test: setup build-wasm
     PALISADE_ENVOY_BIN="{{envoy}}" PALISADE_WASM="{{wasm}}" cargo test --workspace --all-targets
 
+# Apply the database migrations to PALISADE_DATABASE_URL (else DATABASE_URL).
+migrate:
+    PALISADE_DATABASE_URL="${PALISADE_DATABASE_URL:-$DATABASE_URL}" cargo run --release -p palisade-scorer -- migrate
+
+# The newest security events (Postgres when PALISADE_DATABASE_URL is set, else .run/events).
+events-tail n="20":
+    cargo run --release -p palisade-scorer -- events tail -n {{n}}
+
 # Formatting and clippy, natively and for the wasm target.
 lint: toolchain
     cargo fmt --all --check
@@ -150,6 +162,7 @@ lint: toolchain
 # Benchmarks; figures go to target/bench/ (see docs/performance.md).
 bench: setup build-wasm
     PALISADE_ENVOY_BIN="{{envoy}}" PALISADE_WASM="{{wasm}}" cargo run --release -p palisade-e2e --bin palisade-bench -- gateway
+    cargo run --release -p palisade-e2e --bin palisade-bench -- events
     just bench-redis
 
 # Rate limiting with Redis: Check RPC throughput/latency, round trips per Check, log vs counter.

@@ -13,6 +13,7 @@
 //!
 //! - [`config`]: flags and env variables ([`Args`]), validated into a [`BackendConfig`];
 //!   problems name their flag, keys never appear in messages.
+//! - [`server_timing`]: `Server-Timing: app;dur=<ms>` on every response, for the gateway's events.
 //! - [`auth`]: the middleware that verifies the token and records the request id against
 //!   replay; puts a [`GatewayContext`] in the request extensions.
 //! - [`request_id`]: echoes `X-Request-ID` on every response.
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod request_id;
+pub mod server_timing;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,6 +46,7 @@ pub fn router(config: BackendConfig) -> Router {
     api::routes()
         .layer(from_fn_with_state(gate, auth::require_gateway_token))
         .layer(from_fn(request_id::echo_request_id))
+        .layer(from_fn(server_timing::server_timing))
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then drains in-flight requests.

@@ -17,6 +17,10 @@ async fn valid_token_is_admitted_and_whoami_reports_it() {
         .await
         .unwrap();
     assert_eq!(resp.headers()["x-request-id"], rid.as_str());
+    // The backend's own time, for the gateway's security event.
+    let timing = resp.headers()["server-timing"].to_str().unwrap().to_owned();
+    let ms: f64 = timing.strip_prefix("app;dur=").unwrap().parse().unwrap();
+    assert!(ms >= 0.0, "{timing}");
     let (status, body) = json(resp).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -40,8 +44,9 @@ async fn no_token_is_rejected() {
         .send()
         .await
         .unwrap();
-    // Rejections echo the request id too.
+    // Rejections echo the request id too, and are timed.
     assert_eq!(resp.headers()["x-request-id"], "r-1");
+    assert!(resp.headers().contains_key("server-timing"));
     assert_unauthorized(resp, "missing_token").await;
     let resp = server
         .bare(Method::GET, "/api/health")

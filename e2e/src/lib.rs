@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`Stack`]: starts and stops one gateway stack; prints Envoy's log when a test panics.
 //! - [`render`]: fills the `${NAME}` placeholders of `envoy/envoy.yaml`.
+//! - [`telemetry`]: the security-event benchmark (events/s into Postgres, Check with logging
+//!   on and off, spool replay).
 //! - [`load`]: a fixed-rate (open-loop) HTTP load generator with latency correction.
 //!
 //! Paths come from `PALISADE_ENVOY_BIN` and `PALISADE_WASM`, defaulting to the project's
@@ -11,6 +13,7 @@
 
 pub mod limiter_bench;
 pub mod load;
+pub mod telemetry;
 
 use std::{
     collections::HashMap,

@@ -395,6 +395,8 @@ mod tests {
             kind,
             reason: "because".into(),
             rate_limit,
+            anomaly_score: 0.0,
+            model_version: String::new(),
         }
     }
 

@@ -54,6 +54,10 @@ pub struct Http<H: Host> {
     /// When the gateway was done with the request (forwarded or answered), ns.
     done_at: Option<u64>,
     upstream_latency_us: u64,
+    /// The backend's own time from its `Server-Timing` header, µs.
+    backend_latency_us: u64,
+    /// The scorer's anomaly score and model version, for the outcome report.
+    score: (f64, String),
     local_status: Option<u32>,
     response_status: Option<u32>,
 }
@@ -72,6 +76,8 @@ impl<H: Host> Http<H> {
             forwarded_at: None,
             done_at: None,
             upstream_latency_us: 0,
+            backend_latency_us: 0,
+            score: (0.0, String::new()),
             local_status: None,
             response_status: None,
         }
@@ -208,6 +214,9 @@ impl<H: Host> Http<H> {
             let action = decision::unavailable(&id, "internal", &self.header_names());
             return self.apply(action, phase);
         };
+        if let Ok(v) = &verdict {
+            self.score = (v.anomaly_score, v.model_version.clone());
+        }
         let subject = Subject {
             request_id: &facts.request_id,
             method: &facts.method,
@@ -284,6 +293,13 @@ impl<H: Host> Http<H> {
             && self.upstream_latency_us == 0
         {
             self.upstream_latency_us = now.saturating_sub(at) / 1_000;
+        }
+        match self.host.response_header("server-timing") {
+            Ok(Some(v)) => {
+                self.backend_latency_us = crate::server_timing::app_duration_us(&v).unwrap_or(0);
+            }
+            Ok(None) => {}
+            Err(e) => log::debug!("cannot read server-timing ({e})"),
         }
         match self.host.response_header(":status") {
             Ok(Some(s)) => {
@@ -374,6 +390,10 @@ impl<H: Host> Http<H> {
             response_bytes: self.size_property("response"),
             timestamp_ms: facts.timestamp_ms(),
             reason,
+            anomaly_score: self.score.0,
+            model_version: self.score.1.clone(),
+            backend_latency_us: self.backend_latency_us,
+            route: String::new(),
         }
     }
 
@@ -565,10 +585,16 @@ mod tests {
             CheckRequest::decode(call.message.as_slice()).unwrap()
         }
 
-        fn upstream_responds(&self, http: &mut Http<FakeHost>, status: &str) -> HostAction {
-            self.host.state().response_headers =
-                vec![(":status".into(), status.as_bytes().to_vec())];
-            http.on_http_response_headers(1, false)
+        fn upstream_responds(
+            &self,
+            http: &mut Http<FakeHost>,
+            headers: &[(&str, &str)],
+        ) -> HostAction {
+            self.host.state().response_headers = headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
+                .collect();
+            http.on_http_response_headers(headers.len(), false)
         }
 
         fn finish(
@@ -851,6 +877,8 @@ mod tests {
             remaining: 41,
             ..rate_limit()
         });
+        response.anomaly_score = 0.25;
+        response.model_version = "iforest-1".into();
         gw.answer(&mut http, &response);
 
         assert_eq!(gw.host.state().resumed, 1);
@@ -867,7 +895,11 @@ mod tests {
         assert_eq!(gw.host.counter("palisade_requests_allowed"), 1);
 
         gw.host.advance(Duration::from_millis(20));
-        assert_eq!(gw.upstream_responds(&mut http, "200"), HostAction::Continue);
+        let served = [(":status", "200"), ("server-timing", "app;dur=12.5")];
+        assert_eq!(
+            gw.upstream_responds(&mut http, &served),
+            HostAction::Continue
+        );
         assert_eq!(
             gw.host.response_header("ratelimit-policy").unwrap(),
             r#""standard";q=60;w=60"#
@@ -891,6 +923,9 @@ mod tests {
         assert_eq!(o.path, "/v1/items");
         assert_eq!(o.gateway_latency_us, 3_000);
         assert_eq!(o.upstream_latency_us, 20_000);
+        assert_eq!(o.backend_latency_us, 12_500);
+        assert_eq!(o.anomaly_score, 0.25);
+        assert_eq!(o.model_version, "iforest-1");
         assert_eq!(o.request_bytes, 321);
         assert_eq!(o.response_bytes, 654);
         assert_eq!(o.timestamp_ms, 1_700_000_000_000);

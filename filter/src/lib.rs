@@ -49,6 +49,7 @@ pub mod report;
 pub mod request;
 pub mod request_id;
 pub mod root;
+pub mod server_timing;
 pub mod strip;
 pub mod verdict;
 

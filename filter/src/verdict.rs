@@ -52,7 +52,7 @@ pub enum VerdictKind {
 }
 
 /// A decision about one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     /// What to do.
     pub kind: VerdictKind,
@@ -60,6 +60,10 @@ pub struct Verdict {
     pub reason: String,
     /// Rate-limit state, when a policy applied.
     pub rate_limit: Option<RateLimitInfo>,
+    /// The scorer's anomaly score (0: not scored), for the outcome report.
+    pub anomaly_score: f64,
+    /// The model behind the score, for the outcome report.
+    pub model_version: String,
 }
 
 /// Why no verdict could be had from the scorer.
@@ -119,6 +123,8 @@ impl TryFrom<CheckResponse> for Verdict {
             kind,
             reason: r.reason,
             rate_limit: r.rate_limit.map(RateLimitInfo::from),
+            anomaly_score: r.anomaly_score,
+            model_version: r.model_version,
         })
     }
 }

@@ -59,6 +59,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The shared window store; off unless a URL is set.
     pub redis: RedisConfig,
+    /// Security events.
+    pub events: crate::events::EventsConfig,
 }
 
 /// `[server]`.
@@ -306,6 +308,7 @@ impl Config {
         if let Some(url) = env(ENV_REDIS_URL) {
             self.redis.url = url;
         }
+        self.events.apply_env(&env);
         problems
     }
 
@@ -338,6 +341,7 @@ impl Config {
         }
         route::validate(&l.routes, &mut p);
         self.redis.validate(&mut p);
+        self.events.validate(&mut p);
         if p.is_empty() {
             Ok(())
         } else {

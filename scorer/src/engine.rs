@@ -14,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::{
     config::{ClockSource, DegradedMode, LimitsConfig, is_valid_name},
     error::ScorerError,
+    events::EventSink,
     limiter::{LocalLimiter, Outcome, Policy, PolicyTable, SharedLimiter},
     metrics::{Metrics, PolicyCounters},
     verdict,
@@ -40,6 +41,7 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     decisions: [Counter; 7],
     outcomes: [Counter; 10],
+    events: Option<Arc<EventSink>>,
 }
 
 impl Engine {
@@ -54,6 +56,7 @@ impl Engine {
             metrics,
             decisions,
             outcomes,
+            events: None,
         };
         engine.metrics.tracked_subjects.set(0);
         engine
@@ -85,6 +88,24 @@ impl Engine {
     pub fn reload(&self, limits: &LimitsConfig) {
         self.policies
             .store(Arc::new(Self::policies(limits, &self.metrics)));
+    }
+
+    /// Records a security event for every valid reported outcome into `sink`.
+    pub fn with_events(mut self, sink: Option<Arc<EventSink>>) -> Self {
+        self.events = sink;
+        self
+    }
+
+    /// The event sink, when events are recorded.
+    pub fn events(&self) -> Option<&Arc<EventSink>> {
+        self.events.as_ref()
+    }
+
+    /// Flushes and stops event recording (after the last Report).
+    pub async fn shutdown_events(&self) {
+        if let Some(sink) = &self.events {
+            sink.shutdown().await;
+        }
     }
 
     /// The metrics this engine reports into.
@@ -204,6 +225,9 @@ impl Engine {
                 .observe(o.gateway_latency_us as f64 / 1e6);
         }
         self.metrics.reports_received.inc_by(u64::from(accepted));
+        if let Some(sink) = &self.events {
+            sink.record(req.outcomes.iter().filter(|o| validate_outcome(o).is_ok()))?;
+        }
         Ok(ReportResponse { accepted })
     }
 

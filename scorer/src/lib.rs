@@ -4,6 +4,7 @@
 //! - [`config`]: the TOML file, environment overrides and validation.
 //! - [`limiter`]: rate-limit policies and window stores (pure algorithms in `limiter::window`).
 //! - [`verdict`]: rule outcomes to the verdict the filter enforces (pure).
+//! - [`events`]: security events: spool, Postgres writer, `events tail`.
 //! - [`engine`]: validates a request and runs limiter and verdict; no I/O.
 //! - [`service`]: the gRPC edge (`palisade.v1.Scorer`).
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /admin/reload`.
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod limiter;
 pub mod metrics;
 pub mod reload;

@@ -1,10 +1,18 @@
 //! `palisade-scorer` command line.
 
-use std::{io::Read, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{
+    io::{Read, Write},
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use palisade_scorer::{Config, config::ConfigError, metrics::Metrics, reload::Reloader, server};
+use palisade_scorer::{
+    Config, config::ConfigError, events::store::Store, metrics::Metrics, reload::Reloader, server,
+};
 use tokio::net::TcpListener;
 
 /// Exit code for a bad configuration (EX_USAGE-style, sysexits EX_DATAERR family).
@@ -45,6 +53,45 @@ enum Command {
         #[arg(long, default_value = "PALISADE_API_KEY_PEPPER")]
         pepper_env: String,
     },
+    /// Apply the database migrations (`events.database_url` / `PALISADE_DATABASE_URL`).
+    Migrate {
+        /// TOML configuration.
+        #[arg(long, env = "PALISADE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Security events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Print the newest events as NDJSON, oldest first: from Postgres when a database is
+    /// configured, else from the spool files.
+    Tail {
+        /// TOML configuration.
+        #[arg(long, env = "PALISADE_CONFIG")]
+        config: Option<PathBuf>,
+        /// How many events.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        /// Read the spool files even when a database is configured.
+        #[arg(long)]
+        spool: bool,
+    },
+}
+
+/// The spool directory of the `serve` command when the configuration names none.
+const DEFAULT_SPOOL_DIR: &str = "palisade-events";
+
+fn load(config: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+    let mut c = Config::load(config, |k| std::env::var(k).ok())?;
+    c.events
+        .spool_dir
+        .get_or_insert_with(|| PathBuf::from(DEFAULT_SPOOL_DIR));
+    Ok(c)
 }
 
 fn main() -> ExitCode {
@@ -53,7 +100,7 @@ fn main() -> ExitCode {
         Command::Serve { config, log_format } => {
             init_tracing(&log_format);
             let path = config;
-            let config = match Config::load(path.as_deref(), |k| std::env::var(k).ok()) {
+            let config = match load(path.as_deref()) {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
@@ -85,7 +132,86 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Migrate { config } => match load(config.as_deref()) {
+            Ok(c) => report(migrate(&c)),
+            Err(e) => config_error(&e),
+        },
+        Command::Events {
+            command:
+                EventsCommand::Tail {
+                    config,
+                    lines,
+                    spool,
+                },
+        } => match load(config.as_deref()) {
+            Ok(c) => report(tail(&c, lines, spool)),
+            Err(e) => config_error(&e),
+        },
     }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("palisade-scorer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let url = &config.events.database_url;
+    anyhow::ensure!(!url.is_empty(), "no database: set PALISADE_DATABASE_URL");
+    let store = Store::connect_lazy(
+        url.expose(),
+        Duration::from_millis(config.events.connect_timeout_ms),
+    )
+    .context("parsing the database URL")?;
+    store.migrate().await.context("migrating")?;
+    let now = palisade_scorer::events::now_ms();
+    let created = store
+        .ensure_partitions(
+            now - 86_400_000,
+            now + i64::from(config.events.premake_days) * 86_400_000,
+        )
+        .await
+        .context("creating partitions")?;
+    println!("migrations applied; {created} partitions created");
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn tail(config: &Config, lines: usize, spool_only: bool) -> anyhow::Result<()> {
+    let url = &config.events.database_url;
+    let events = if url.is_empty() || spool_only {
+        let dir = config
+            .events
+            .spool_dir
+            .as_deref()
+            .unwrap_or(std::path::Path::new(DEFAULT_SPOOL_DIR));
+        let all = palisade_scorer::events::spool::read_all(dir)
+            .with_context(|| format!("reading the spool in {}", dir.display()))?;
+        let skip = all.len().saturating_sub(lines);
+        all.into_iter().skip(skip).collect()
+    } else {
+        let store = Store::connect_lazy(
+            url.expose(),
+            Duration::from_millis(config.events.connect_timeout_ms),
+        )
+        .context("parsing the database URL")?;
+        store
+            .tail(i64::try_from(lines).unwrap_or(i64::MAX))
+            .await
+            .context("reading events from postgres")?
+    };
+    let mut out = std::io::stdout().lock();
+    for e in events {
+        serde_json::to_writer(&mut out, &e)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {
@@ -116,7 +242,8 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         .with_context(|| format!("binding admin on {}", config.server.admin_listen))?;
     tracing::info!(grpc = %config.server.grpc_listen, admin = %config.server.admin_listen, "palisade-scorer starting");
     let engine = Arc::new(
-        server::build_engine(&config, Arc::new(Metrics::new())).context("setting up redis")?,
+        server::build_engine(&config, Arc::new(Metrics::new()))
+            .context("setting up the engine (redis, events)")?,
     );
     // SIGHUP and POST /admin/reload re-read the policies from the same file.
     let reloader = Arc::new(Reloader::new(path, config.clone(), Arc::clone(&engine)));

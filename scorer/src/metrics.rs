@@ -75,6 +75,8 @@ pub struct Metrics {
     pub tracked_subjects: Gauge,
     /// The Redis store: latency, errors, breaker, degraded decisions.
     pub redis: RedisMetrics,
+    /// `palisade_events_*`.
+    pub events: crate::events::EventMetrics,
 }
 
 impl Default for Metrics {
@@ -154,6 +156,7 @@ impl Metrics {
             tracked_subjects.clone(),
         );
         let redis = RedisMetrics::register(&mut registry);
+        let events = crate::events::EventMetrics::register(&mut registry);
         Self {
             registry,
             decisions,
@@ -168,6 +171,7 @@ impl Metrics {
             gateway_seconds,
             tracked_subjects,
             redis,
+            events,
         }
     }
 

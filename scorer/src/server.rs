@@ -19,6 +19,7 @@ use crate::{
     admin::{self, AdminState},
     config::Config,
     engine::Engine,
+    events::EventSink,
     limiter::{SharedLimiter, redis::RedisStoreError},
     metrics::Metrics,
     reload::Reloader,
@@ -40,11 +41,16 @@ pub enum ServeError {
     /// The Redis store could not be set up from the configuration.
     #[error("redis store: {0}")]
     Redis(#[from] RedisStoreError),
+    /// The event spool could not be opened.
+    #[error("events: {0}")]
+    Events(#[from] crate::events::spool::SpoolError),
 }
 
-/// The engine for `config`: Redis windows when `[redis]` is enabled, else in-process ones.
-pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> Result<Engine, RedisStoreError> {
-    let engine = Engine::new(&config.limits, Arc::clone(&metrics));
+/// The engine for `config`: Redis windows when `[redis]` is enabled (else in-process ones),
+/// recording events when `[events]` says so.
+pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> Result<Engine, ServeError> {
+    let sink = EventSink::start(&config.events, metrics.events.clone())?;
+    let engine = Engine::new(&config.limits, Arc::clone(&metrics)).with_events(sink);
     if !config.redis.enabled() {
         return Ok(engine);
     }
@@ -143,7 +149,7 @@ pub async fn run_with_reloader(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ScorerServer::new(ScorerService::new(engine)))
+        .add_service(ScorerServer::new(ScorerService::new(Arc::clone(&engine))))
         // Our own listener, so tonic's `tcp_nodelay` above does not reach the accepted
         // sockets: set it here. Without it, Nagle holds the response's trailers behind the
         // peer's delayed ACK and every Check from Envoy takes over a millisecond.
@@ -184,6 +190,7 @@ pub async fn run_with_reloader(
     if let Some(t) = sighup_task {
         t.abort();
     }
+    engine.shutdown_events().await;
     let admin_result = admin_task.await.unwrap_or(Ok(()));
     grpc_result?;
     admin_result?;

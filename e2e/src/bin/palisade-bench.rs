@@ -78,6 +78,44 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Security events: events/s into Postgres, Check latency with recording on vs off,
+    /// spool replay after an outage.
+    Events {
+        /// Postgres whose user may create a scratch database.
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        database_url: String,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Outcomes per Report call.
+        #[arg(long, default_value_t = 500)]
+        report_batch: usize,
+        /// Concurrent Report senders.
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
+        /// Check calls per second in the on/off comparison.
+        #[arg(long, default_value_t = 5_000)]
+        check_rate: u32,
+        /// Background events per second during the on/off comparison.
+        #[arg(long, default_value_t = 5_000)]
+        background_events: u32,
+        /// Rounds of (off, on).
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
+        /// Events spooled during the simulated outage.
+        #[arg(long, default_value_t = 500_000)]
+        outage_events: u64,
+        /// `events.batch_size` of the scorer.
+        #[arg(long, default_value_t = 5_000)]
+        batch_size: usize,
+        /// `events.writers` of the scorer.
+        #[arg(long, default_value_t = 3)]
+        writers: usize,
+    },
     /// A fixed-rate load against any loopback URL (e.g. the `just up` gateway).
     Load {
         /// Target URL.
@@ -119,6 +157,56 @@ async fn main() -> anyhow::Result<()> {
             let path = out.join("limiter-algorithms.json");
             fs::write(&path, serde_json::to_string_pretty(&figures)?)?;
             println!("written {}", path.display());
+            Ok(())
+        }
+        Bench::Events {
+            database_url,
+            seconds,
+            report_batch,
+            senders,
+            check_rate,
+            background_events,
+            rounds,
+            outage_events,
+            batch_size,
+            writers,
+        } => {
+            let report = palisade_e2e::telemetry::run(&palisade_e2e::telemetry::TelemetryBench {
+                database_url,
+                seconds,
+                report_batch,
+                senders,
+                check_rate,
+                background_events,
+                rounds,
+                outage_events,
+                batch_size,
+                writers,
+            })
+            .await?;
+            let dir = workspace_root().join("target/bench");
+            fs::create_dir_all(&dir)?;
+            fs::write(
+                dir.join("events.json"),
+                serde_json::to_string_pretty(&report)?,
+            )?;
+            println!(
+                "events into Postgres: {:.0}/s sustained ({} events; Report ingest {:.0}/s)",
+                report.persisted_per_s, report.events, report.ingest_per_s
+            );
+            for (i, (off, on)) in report.check_off.iter().zip(&report.check_on).enumerate() {
+                println!(
+                    "Check at {check_rate}/s, round {i}: recording off p50 {} p99 {} ms | on p50 {} p99 {} ms",
+                    ms(off.p50_us),
+                    ms(off.p99_us),
+                    ms(on.p50_us),
+                    ms(on.p99_us)
+                );
+            }
+            println!(
+                "spool replay after an outage: {:.0} events/s ({} events)",
+                report.replay_per_s, report.replayed
+            );
             Ok(())
         }
         Bench::Load {
