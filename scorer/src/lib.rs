@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: the TOML file, environment overrides and validation.
 //! - [`limiter`]: rate-limit policies and window stores (pure algorithms in `limiter::window`).
+//! - [`detect`]: behavioural features, the Isolation Forest and model files (pure).
 //! - [`verdict`]: rule outcomes to the verdict the filter enforces (pure).
 //! - [`engine`]: validates a request and runs limiter and verdict; no I/O.
 //! - [`service`]: the gRPC edge (`palisade.v1.Scorer`).
@@ -13,6 +14,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod detect;
 pub mod engine;
 pub mod error;
 pub mod limiter;
