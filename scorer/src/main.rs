@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use palisade_scorer::{Config, config::ConfigError, server};
 use tokio::net::TcpListener;
 
+mod cli;
+
 /// Exit code for a bad configuration (EX_USAGE-style, sysexits EX_DATAERR family).
 const EXIT_CONFIG: u8 = 64;
 
@@ -45,10 +47,26 @@ enum Command {
         #[arg(long, default_value = "PALISADE_API_KEY_PEPPER")]
         pepper_env: String,
     },
+    /// Fit, score and evaluate Isolation Forest models on CSV files, offline.
+    Model {
+        #[command(subcommand)]
+        command: cli::model::ModelCommand,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Usage errors exit 64 like bad input; --help and --version print and succeed.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::Serve { config, log_format } => {
             init_tracing(&log_format);
@@ -84,6 +102,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Model { command } => cli::model::run(command),
     }
 }
 
