@@ -9,7 +9,10 @@
 //! `s = 2^(-E[h(x)] / c(psi))`, in `(0, 1]`, higher meaning more anomalous.
 //!
 //! Trees live in one flat array of 16-byte nodes; the two children of a node sit next to each
-//! other, so a lookup step is one compare and one add.
+//! other, so a lookup step is one compare and one add. A leaf points at itself with an
+//! infinite threshold, so a lookup is exactly `ceil(log2 psi)` branch-free steps whatever the
+//! path, and several lookups (rows of a batch, or trees for one vector) are interleaved to
+//! overlap their memory loads.
 
 use ndarray::{Array1, ArrayView2};
 use rand::{Rng, SeedableRng};
@@ -17,8 +20,10 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// Euler–Mascheroni constant, as numpy's `np.euler_gamma`.
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
-/// `Node::feature` of a leaf.
-const LEAF: u32 = u32::MAX;
+/// Independent lookups interleaved in one pass.
+const LANES: usize = 8;
+/// Rows scored together in a batch; a multiple of `LANES`.
+const BLOCK: usize = 256;
 
 /// Why a forest cannot be fitted or cannot score.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -75,7 +80,7 @@ impl Default for ForestParams {
 }
 
 /// One node: a split (`feature`, threshold in `value`, children at `left` and `left + 1`) or a
-/// leaf (`feature == LEAF`, `value` = its depth plus `c(samples in the leaf)`).
+/// leaf (`left` is its own index, `feature` 0, `value` +inf, so a step from it stays put).
 #[derive(Debug, Clone, Copy, PartialEq, bincode::Encode, bincode::Decode)]
 struct Node {
     feature: u32,
@@ -89,8 +94,12 @@ pub struct IsolationForest {
     n_features: u32,
     psi: u32,
     c_psi: f64,
+    /// Height limit: every leaf is at most this deep.
+    limit: u32,
     roots: Vec<u32>,
     nodes: Vec<Node>,
+    /// Per node: for a leaf, its depth plus `c(samples in the leaf)`; 0 for a split.
+    leaf_path: Vec<f64>,
     /// Training samples that reached each node; used only by [`IsolationForest::explain`].
     sizes: Vec<u32>,
 }
@@ -151,8 +160,10 @@ impl IsolationForest {
             n_features: d as u32,
             psi: psi as u32,
             c_psi: average_path_length(psi),
+            limit: height_limit(psi) as u32,
             roots: Vec::with_capacity(params.trees),
             nodes: Vec::with_capacity(params.trees * (2 * psi - 1)),
+            leaf_path: Vec::with_capacity(params.trees * (2 * psi - 1)),
             sizes: Vec::with_capacity(params.trees * (2 * psi - 1)),
         };
         let mut grower = Grower {
@@ -207,17 +218,36 @@ impl IsolationForest {
         let d = self.n_features();
         let x = data.as_slice().unwrap_or_default();
         let mut out = Array1::zeros(data.nrows());
-        // Tree-major over blocks of rows: one tree's nodes stay in L1 for the whole block.
-        const BLOCK: usize = 64;
-        for (b, chunk) in x.chunks(BLOCK * d).enumerate() {
+        if d == 0 {
+            return Ok(out);
+        }
+        // Blocks of rows, tree-major inside a block: a tree's nodes stay in L1 while every row
+        // of the block goes through it, LANES rows at a time.
+        for (b, block) in x.chunks(BLOCK * d).enumerate() {
+            let n = block.len() / d;
+            let groups: Vec<[&[f64]; LANES]> = block
+                .chunks(LANES * d)
+                .map(|chunk| {
+                    // A short last group repeats its last row; the extra lanes are ignored.
+                    std::array::from_fn(|k| {
+                        let k = k.min(chunk.len() / d - 1);
+                        &chunk[k * d..(k + 1) * d]
+                    })
+                })
+                .collect();
             let mut sums = [0.0f64; BLOCK];
             for &root in &self.roots {
-                for (r, row) in chunk.chunks_exact(d).enumerate() {
-                    sums[r] += self.leaf_value(root, row);
+                for (g, rows) in groups.iter().enumerate() {
+                    let mut idx = [root as usize; LANES];
+                    self.descend(&mut idx, rows);
+                    let lanes = &mut sums[g * LANES..(g + 1) * LANES];
+                    for (sum, i) in lanes.iter_mut().zip(idx) {
+                        *sum += self.leaf_path[i];
+                    }
                 }
             }
-            for (r, s) in sums.iter().take(chunk.len() / d).enumerate() {
-                out[b * BLOCK + r] = self.to_score(*s);
+            for (k, s) in sums[..n].iter().enumerate() {
+                out[b * BLOCK + k] = self.to_score(*s);
             }
         }
         Ok(out)
@@ -245,8 +275,8 @@ impl IsolationForest {
             let mut i = root as usize;
             let h = loop {
                 let n = self.nodes[i];
-                if n.feature == LEAF {
-                    break n.value;
+                if n.left as usize == i {
+                    break self.leaf_path[i];
                 }
                 let child = n.left as usize + usize::from(x[n.feature as usize] > n.value);
                 let cut = (f64::from(self.sizes[i]) / f64::from(self.sizes[child])).ln();
@@ -269,25 +299,43 @@ impl IsolationForest {
     /// features in range, finite values), for a forest decoded from a file.
     pub fn validate(&self) -> Result<(), String> {
         let n = self.nodes.len();
-        if self.psi < 2 || self.c_psi != average_path_length(self.psi as usize) {
+        let psi = self.psi as usize;
+        if psi < 2
+            || self.c_psi != average_path_length(psi)
+            || self.limit as usize != height_limit(psi)
+        {
             return Err("inconsistent sample size".into());
         }
-        if self.sizes.len() != n || self.roots.is_empty() {
+        if self.sizes.len() != n || self.leaf_path.len() != n || self.roots.is_empty() {
             return Err("inconsistent node arrays".into());
         }
-        if self.roots.iter().any(|&r| r as usize >= n) {
-            return Err("tree root out of bounds".into());
-        }
         for (i, node) in self.nodes.iter().enumerate() {
-            if !node.value.is_finite() {
-                return Err(format!("node {i}: value is not finite"));
-            }
-            if node.feature == LEAF {
-                continue;
-            }
             let left = node.left as usize;
-            if node.feature >= self.n_features || left <= i || left + 1 >= n {
-                return Err(format!("node {i}: split out of bounds"));
+            let ok = if left == i {
+                node.feature == 0 && node.value == f64::INFINITY && self.leaf_path[i].is_finite()
+            } else {
+                node.feature < self.n_features && node.value.is_finite() && left > i && left + 1 < n
+            };
+            if !ok {
+                return Err(format!("node {i} is malformed"));
+            }
+        }
+        // Every lookup runs `limit` steps: each leaf must be within reach.
+        let mut stack = Vec::new();
+        for &root in &self.roots {
+            stack.push((root as usize, 0));
+            while let Some((i, depth)) = stack.pop() {
+                let Some(node) = self.nodes.get(i) else {
+                    return Err("tree root out of bounds".into());
+                };
+                if node.left as usize == i {
+                    continue;
+                }
+                if depth >= self.limit {
+                    return Err(format!("node {i} is deeper than the height limit"));
+                }
+                stack.push((node.left as usize, depth + 1));
+                stack.push((node.left as usize + 1, depth + 1));
             }
         }
         Ok(())
@@ -314,18 +362,30 @@ impl IsolationForest {
     }
 
     fn path_sum(&self, x: &[f64]) -> f64 {
-        self.roots.iter().map(|&r| self.leaf_value(r, x)).sum()
+        let rows = [x; LANES];
+        let mut total = 0.0;
+        for roots in self.roots.chunks(LANES) {
+            // A short last group repeats its last tree; the extra lanes are ignored.
+            let mut idx: [usize; LANES] =
+                std::array::from_fn(|k| roots[k.min(roots.len() - 1)] as usize);
+            self.descend(&mut idx, &rows);
+            // Added one by one in tree order, so a batch score is bit-identical.
+            for &i in &idx[..roots.len()] {
+                total += self.leaf_path[i];
+            }
+        }
+        total
     }
 
+    /// Moves each lane from its node `limit` steps down: to its leaf, since leaves stay put.
+    /// The lanes are independent, so their loads overlap.
     #[inline]
-    fn leaf_value(&self, root: u32, x: &[f64]) -> f64 {
-        let mut i = root as usize;
-        loop {
-            let n = self.nodes[i];
-            if n.feature == LEAF {
-                return n.value;
+    fn descend(&self, idx: &mut [usize; LANES], rows: &[&[f64]; LANES]) {
+        for _ in 0..self.limit {
+            for k in 0..LANES {
+                let n = self.nodes[idx[k]];
+                idx[k] = n.left as usize + usize::from(rows[k][n.feature as usize] > n.value);
             }
-            i = n.left as usize + usize::from(x[n.feature as usize] > n.value);
         }
     }
 }
@@ -356,10 +416,11 @@ impl Grower<'_> {
             };
             let Some((feature, threshold)) = split else {
                 forest.nodes[node] = Node {
-                    feature: LEAF,
-                    left: 0,
-                    value: depth as f64 + average_path_length(rows.len()),
+                    feature: 0,
+                    left: node as u32,
+                    value: f64::INFINITY,
                 };
+                forest.leaf_path[node] = depth as f64 + average_path_length(rows.len());
                 continue;
             };
             let mid = lo + partition(rows, |r| self.x[r as usize * self.d + feature] <= threshold);
@@ -407,10 +468,11 @@ impl Grower<'_> {
 
 fn push_node(forest: &mut IsolationForest, size: usize) {
     forest.nodes.push(Node {
-        feature: LEAF,
+        feature: 0,
         left: 0,
         value: 0.0,
     });
+    forest.leaf_path.push(0.0);
     forest.sizes.push(size as u32);
 }
 
@@ -484,10 +546,10 @@ mod tests {
             let mut stack = vec![(root as usize, 0usize)];
             while let Some((i, depth)) = stack.pop() {
                 let n = forest.nodes[i];
-                if n.feature == LEAF {
+                if n.left as usize == i {
                     assert!(depth <= 8);
                     let want = depth as f64 + average_path_length(forest.sizes[i] as usize);
-                    assert_eq!(n.value, want);
+                    assert_eq!(forest.leaf_path[i], want);
                 } else {
                     let (l, r) = (n.left as usize, n.left as usize + 1);
                     assert!(forest.sizes[l] > 0 && forest.sizes[r] > 0);
