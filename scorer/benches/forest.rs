@@ -45,6 +45,18 @@ fn forest(c: &mut Criterion) {
         b.iter(|| model.score_batch(black_box(batch.view())).expect("score"))
     });
 
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    group.bench_function(
+        format!("score_batch_{}_{threads}_threads", batch.nrows()),
+        |b| {
+            b.iter(|| {
+                model
+                    .score_batch_parallel(black_box(batch.view()), threads)
+                    .expect("score")
+            })
+        },
+    );
+
     group.throughput(Throughput::Elements(1));
     let rows: Vec<Vec<f64>> = data.rows().into_iter().map(|r| r.to_vec()).collect();
     let mut i = 0;

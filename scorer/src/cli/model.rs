@@ -247,12 +247,14 @@ fn fit_model(data: &Dataset, forest: &ForestArgs) -> Result<Model, CliError> {
 fn score_rows(model: &Model, data: &Dataset) -> Result<Vec<f64>, CliError> {
     let rows = data.data.nrows();
     let mut scores = Vec::with_capacity(rows);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut start = 0;
     while start < rows {
         let end = (start + SCORE_CHUNK).min(rows);
-        let chunk = model.score_batch(
+        let chunk = model.score_batch_parallel(
             &data.schema,
             data.data.slice_axis(Axis(0), Slice::from(start..end)),
+            threads,
         )?;
         scores.extend(chunk.iter());
         if rows > SCORE_CHUNK {

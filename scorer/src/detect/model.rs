@@ -310,6 +310,17 @@ impl Model {
         Ok(self.forest.score_batch(data)?)
     }
 
+    /// As [`Model::score_batch`], on `threads` threads (offline use).
+    pub fn score_batch_parallel(
+        &self,
+        schema: &Schema,
+        data: ArrayView2<'_, f64>,
+        threads: usize,
+    ) -> Result<Array1<f64>, ModelError> {
+        self.check_schema(schema)?;
+        Ok(self.forest.score_batch_parallel(data, threads)?)
+    }
+
     fn check_schema(&self, schema: &Schema) -> Result<(), ModelError> {
         if schema.hash == self.schema.hash && schema.names == self.schema.names {
             return Ok(());
