@@ -574,6 +574,23 @@ mod tests {
     }
 
     #[test]
+    fn validate_catches_malformed_trees() {
+        let data = blob(100, 0, 2, 8);
+        let forest = IsolationForest::fit(data.view(), &ForestParams::default()).unwrap();
+        assert_eq!(forest.validate(), Ok(()));
+        let root = forest.roots[0] as usize;
+        let mut cycle = forest.clone();
+        cycle.nodes[root + 1].left = root as u32;
+        assert!(cycle.validate().is_err());
+        let mut feature = forest.clone();
+        feature.nodes[root].feature = 9;
+        assert!(feature.validate().is_err());
+        let mut sizes = forest;
+        sizes.leaf_path.pop();
+        assert!(sizes.validate().is_err());
+    }
+
+    #[test]
     fn parallel_batch_equals_sequential() {
         let data = blob(3000, 7, 3, 9);
         let forest = IsolationForest::fit(data.view(), &ForestParams::default()).unwrap();

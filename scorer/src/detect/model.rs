@@ -602,6 +602,21 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn damaged_files_are_errors_not_panics(at in 0usize..10_000, bit in 0u8..8, cut in 0usize..10_000) {
+            let (m, _) = model(8);
+            let bytes = m.to_bytes().unwrap();
+            let mut flipped = bytes.clone();
+            let at = at % flipped.len();
+            flipped[at] ^= 1 << bit;
+            proptest::prop_assert!(Model::from_bytes(&flipped).is_err());
+            proptest::prop_assert!(Model::from_bytes(&bytes[..cut % bytes.len()]).is_err());
+        }
+    }
+
     #[test]
     fn explanation_is_readable() {
         let (m, _) = model(6);
