@@ -9,6 +9,7 @@
 //!   key's own baseline (pure; time passed in).
 //! - [`profile`]: object IDs per route, parameter and client diversity (low-and-slow signals).
 //! - [`sketch`]: decayed counters, HyperLogLog and capped maps that bound memory per key.
+//! - [`risk`]: a key's decaying risk and the graduated, per-tier, shadow-by-default response.
 //! - [`dataset`]: strict numeric CSV for the offline CLI.
 //! - [`evaluation`]: ROC AUC and precision/recall against labels.
 
@@ -18,6 +19,7 @@ pub mod features;
 pub mod forest;
 pub mod model;
 pub mod profile;
+pub mod risk;
 pub mod sketch;
 
 pub use forest::{ForestError, ForestParams, IsolationForest};
