@@ -6,7 +6,11 @@ use std::{hint::black_box, path::Path, time::Duration};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::{Array2, Axis, concatenate};
-use palisade_scorer::detect::{ForestParams, IsolationForest, dataset::Dataset};
+use palisade_scorer::detect::{
+    ForestParams, IsolationForest,
+    dataset::Dataset,
+    features::{Event, KeyFeatures, Outcome},
+};
 
 /// The batch is the parity data repeated this many times (as `np.tile` in the Python script).
 const TILES: usize = 50;
@@ -69,5 +73,44 @@ fn forest(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, forest);
+/// The per-request cost of the behavioural features: one `observe` (what a Check would add)
+/// and one `vector` (what a periodic scoring pass reads), on a key with a warm state.
+fn features(c: &mut Criterion) {
+    let paths: Vec<String> = (0..64)
+        .map(|i| format!("/api/items/{}", 1000 + i))
+        .collect();
+    let query = vec![
+        ("page".to_owned(), "3".to_owned()),
+        ("q".to_owned(), "shoes".to_owned()),
+    ];
+    let mut key = KeyFeatures::default();
+    let mut t = 1_700_000_000_000i64;
+    let event = |key: &mut KeyFeatures, t: i64, i: usize| {
+        key.observe(&Event {
+            ts_ms: t,
+            path: &paths[i % paths.len()],
+            query: &query,
+            client_ip: "203.0.113.9",
+            user_agent: "app/1.0",
+            outcome: Outcome::Allowed,
+        })
+    };
+    for i in 0..10_000 {
+        t += 250;
+        event(&mut key, t, i);
+    }
+    let mut group = c.benchmark_group("features");
+    let mut i = 0;
+    group.bench_function("observe", |b| {
+        b.iter(|| {
+            t += 250;
+            i += 1;
+            event(&mut key, t, i)
+        })
+    });
+    group.bench_function("vector", |b| b.iter(|| key.vector(black_box(t))));
+    group.finish();
+}
+
+criterion_group!(benches, forest, features);
 criterion_main!(benches);
