@@ -179,6 +179,17 @@ bench-redis:
     $bench check --redis "redis://127.0.0.1:$port" --rate 5000 --seconds 10 --callers 64
     $bench limiter-algorithms --redis "redis://127.0.0.1:$port" --seconds 5
 
+# Isolation Forest figures beside scikit-learn's, same data, same machine (docs/performance.md).
+bench-detect:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! "{{root}}/.venv-bench/bin/python" -c "import sklearn" 2>/dev/null; then
+      python3 -m venv "{{root}}/.venv-bench"
+      "{{root}}/.venv-bench/bin/pip" install --quiet --disable-pip-version-check scikit-learn numpy
+    fi
+    cargo bench -p palisade-scorer --bench forest 2>&1 | grep -E '^forest|time:|thrpt:'
+    "{{root}}/.venv-bench/bin/python" "{{root}}/bench/sklearn_bench.py" "{{root}}/scorer/tests/fixtures/parity.csv"
+
 # What CI runs.
 ci: lint test
 

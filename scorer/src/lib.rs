@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: the TOML file, environment overrides and validation.
 //! - [`limiter`]: rate-limit policies and window stores (pure algorithms in `limiter::window`).
+//! - [`detect`]: behavioural features, the Isolation Forest and model files (pure).
 //! - [`verdict`]: rule outcomes to the verdict the filter enforces (pure).
 //! - [`events`]: security events: spool, Postgres writer, `events tail`.
 //! - [`engine`]: validates a request and runs limiter and verdict; no I/O.
@@ -15,6 +16,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod detect;
 pub mod engine;
 pub mod error;
 pub mod events;

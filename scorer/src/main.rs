@@ -15,6 +15,8 @@ use palisade_scorer::{
 };
 use tokio::net::TcpListener;
 
+mod cli;
+
 /// Exit code for a bad configuration (EX_USAGE-style, sysexits EX_DATAERR family).
 const EXIT_CONFIG: u8 = 64;
 
@@ -52,6 +54,11 @@ enum Command {
         /// Pepper as hex, from this environment variable.
         #[arg(long, default_value = "PALISADE_API_KEY_PEPPER")]
         pepper_env: String,
+    },
+    /// Fit, score and evaluate Isolation Forest models on CSV files, offline.
+    Model {
+        #[command(subcommand)]
+        command: cli::model::ModelCommand,
     },
     /// Apply the database migrations (`events.database_url` / `PALISADE_DATABASE_URL`).
     Migrate {
@@ -95,7 +102,18 @@ fn load(config: Option<&std::path::Path>) -> Result<Config, ConfigError> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Usage errors exit 64 like bad input; --help and --version print and succeed.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::Serve { config, log_format } => {
             init_tracing(&log_format);
@@ -147,6 +165,7 @@ fn main() -> ExitCode {
             Ok(c) => report(tail(&c, lines, spool)),
             Err(e) => config_error(&e),
         },
+        Command::Model { command } => cli::model::run(command),
     }
 }
 

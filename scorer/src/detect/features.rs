@@ -1,0 +1,460 @@
+//! Per-key behavioural features: plain events in, a fixed-order feature vector out.
+//!
+//! Every horizon (1 min, 1 h, 24 h) is a set of exponentially decayed sums with the horizon as
+//! time constant, so an update is O(1) and memory per key is bounded whatever the traffic:
+//! request count, blocked and throttled counts, inter-arrival moments, and a capped map of
+//! endpoint counts. The key's baseline is the same kind of summary with a 7-day time constant;
+//! the profile ([`super::profile`]) adds object-ID, parameter and client diversity.
+
+use super::{
+    model::Schema,
+    profile::{Profile, Route},
+    sketch::{CappedMap, Decayed},
+};
+
+/// The horizons, with the suffix their features carry.
+pub const HORIZONS: [(&str, i64); 3] = [("1m", 60_000), ("1h", 3_600_000), ("24h", 86_400_000)];
+const BASELINE_TAU_MS: f64 = 7.0 * 86_400_000.0;
+/// Endpoints tracked per horizon and in the baseline.
+const MAX_ENDPOINTS: usize = 64;
+
+/// Feature names in vector order; [`schema`] hashes them.
+pub const FEATURE_NAMES: [&str; 32] = [
+    "requests_1m",
+    "unique_endpoints_1m",
+    "interarrival_var_1m",
+    "rps_1m",
+    "endpoint_entropy_1m",
+    "blocked_ratio_1m",
+    "throttled_ratio_1m",
+    "requests_1h",
+    "unique_endpoints_1h",
+    "interarrival_var_1h",
+    "rps_1h",
+    "endpoint_entropy_1h",
+    "blocked_ratio_1h",
+    "throttled_ratio_1h",
+    "requests_24h",
+    "unique_endpoints_24h",
+    "interarrival_var_24h",
+    "rps_24h",
+    "endpoint_entropy_24h",
+    "blocked_ratio_24h",
+    "throttled_ratio_24h",
+    "endpoint_divergence",
+    "time_of_day_divergence",
+    "timing_regularity",
+    "distinct_ips",
+    "distinct_user_agents",
+    "param_distinct_max",
+    "ids_distinct_max",
+    "id_spread",
+    "id_sequential_ratio",
+    "id_coverage",
+    "id_novelty",
+];
+
+/// The schema of [`KeyFeatures::vector`].
+pub fn schema() -> Schema {
+    Schema::new(FEATURE_NAMES.iter().map(|s| (*s).to_owned()).collect())
+}
+
+/// What became of a request, as far as features care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Let through.
+    Allowed,
+    /// Refused.
+    Blocked,
+    /// Over a rate limit.
+    Throttled,
+}
+
+/// One request of a key, as the features see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<'a> {
+    /// Wall clock of the request, ms since the Unix epoch.
+    pub ts_ms: i64,
+    /// Normalised path, without the query string.
+    pub path: &'a str,
+    /// Query parameters.
+    pub query: &'a [(String, String)],
+    /// Client address.
+    pub client_ip: &'a str,
+    /// User-Agent header.
+    pub user_agent: &'a str,
+    /// The verdict it got.
+    pub outcome: Outcome,
+}
+
+/// Decayed counts and an endpoint histogram with one time constant.
+#[derive(Debug, Clone)]
+struct Window {
+    tau_ms: f64,
+    requests: Decayed,
+    blocked: Decayed,
+    throttled: Decayed,
+    /// Decayed sums of 1, x and x^2 over inter-arrival times in seconds.
+    gaps: [Decayed; 3],
+    endpoints: CappedMap<(Decayed, i64)>,
+}
+
+impl Window {
+    fn new(tau_ms: f64) -> Self {
+        Self {
+            tau_ms,
+            requests: Decayed::default(),
+            blocked: Decayed::default(),
+            throttled: Decayed::default(),
+            gaps: [Decayed::default(); 3],
+            endpoints: CappedMap::new(MAX_ENDPOINTS),
+        }
+    }
+
+    fn observe(&mut self, now: i64, endpoint: &str, outcome: Outcome, gap_s: Option<f64>) {
+        let tau = self.tau_ms;
+        self.requests.add(now, tau, 1.0);
+        match outcome {
+            Outcome::Allowed => {}
+            Outcome::Blocked => self.blocked.add(now, tau, 1.0),
+            Outcome::Throttled => self.throttled.add(now, tau, 1.0),
+        }
+        if let Some(g) = gap_s {
+            for (k, d) in self.gaps.iter_mut().enumerate() {
+                d.add(now, tau, g.powi(k as i32));
+            }
+        }
+        let e = self
+            .endpoints
+            .entry(endpoint, Default::default, |(c, _)| c.get(now, tau));
+        e.0.add(now, tau, 1.0);
+        e.1 = now;
+    }
+
+    /// Endpoint shares at `now`, by endpoint.
+    fn distribution(&self, now: i64) -> Vec<(&str, f64)> {
+        let counts: Vec<(&str, f64)> = self
+            .endpoints
+            .iter()
+            .map(|(k, (c, _))| (k.as_str(), c.get(now, self.tau_ms)))
+            .collect();
+        let total: f64 = counts.iter().map(|c| c.1).sum();
+        if total <= 0.0 {
+            return Vec::new();
+        }
+        counts.into_iter().map(|(k, c)| (k, c / total)).collect()
+    }
+
+    fn ratio(&self, part: &Decayed, now: i64) -> f64 {
+        let all = self.requests.get(now, self.tau_ms);
+        if all > 0.0 {
+            (part.get(now, self.tau_ms) / all).clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+
+    fn gap_moments(&self, now: i64) -> (f64, f64) {
+        let [n, s1, s2] = self.gaps.map(|d| d.get(now, self.tau_ms));
+        if n < 1e-9 {
+            return (0.0, 0.0);
+        }
+        let mean = s1 / n;
+        (mean, (s2 / n - mean * mean).max(0.0))
+    }
+
+    /// The seven features of this horizon, in [`FEATURE_NAMES`] order.
+    fn features(&self, now: i64, horizon_ms: i64) -> [f64; 7] {
+        let requests = self.requests.get(now, self.tau_ms);
+        let unique = self
+            .endpoints
+            .iter()
+            .filter(|(_, (_, seen))| now - seen <= horizon_ms)
+            .count() as f64;
+        let entropy = -self
+            .distribution(now)
+            .iter()
+            .filter(|(_, p)| *p > 0.0)
+            .map(|(_, p)| p * p.log2())
+            .sum::<f64>();
+        [
+            requests,
+            unique,
+            self.gap_moments(now).1,
+            requests / (self.tau_ms / 1000.0),
+            entropy.max(0.0),
+            self.ratio(&self.blocked, now),
+            self.ratio(&self.throttled, now),
+        ]
+    }
+}
+
+/// Everything the features of one key need; bounded in size.
+#[derive(Debug, Clone)]
+pub struct KeyFeatures {
+    windows: Vec<(i64, Window)>,
+    baseline: Window,
+    hours_recent: [Decayed; 24],
+    hours_baseline: [Decayed; 24],
+    last_ms: Option<i64>,
+    profile: Profile,
+}
+
+impl Default for KeyFeatures {
+    fn default() -> Self {
+        Self {
+            windows: HORIZONS
+                .iter()
+                .map(|(_, h)| (*h, Window::new(*h as f64)))
+                .collect(),
+            baseline: Window::new(BASELINE_TAU_MS),
+            hours_recent: [Decayed::default(); 24],
+            hours_baseline: [Decayed::default(); 24],
+            last_ms: None,
+            profile: Profile::default(),
+        }
+    }
+}
+
+impl KeyFeatures {
+    /// Records one request.
+    pub fn observe(&mut self, e: &Event<'_>) {
+        let now = e.ts_ms;
+        let gap_s = self.last_ms.map(|l| (now - l).max(0) as f64 / 1000.0);
+        self.last_ms = Some(self.last_ms.map_or(now, |l| l.max(now)));
+        let route = Route::parse(e.path);
+        for (_, w) in &mut self.windows {
+            w.observe(now, &route.template, e.outcome, gap_s);
+        }
+        self.baseline
+            .observe(now, &route.template, e.outcome, gap_s);
+        let hour = now.div_euclid(3_600_000).rem_euclid(24) as usize;
+        self.hours_recent[hour].add(now, 86_400_000.0, 1.0);
+        self.hours_baseline[hour].add(now, BASELINE_TAU_MS, 1.0);
+        self.profile
+            .observe(now, &route, e.query, e.client_ip, e.user_agent);
+    }
+
+    /// The feature vector at `now_ms`, in [`FEATURE_NAMES`] order.
+    pub fn vector(&mut self, now_ms: i64) -> [f64; 32] {
+        let mut v = [0.0; 32];
+        for (i, (h, w)) in self.windows.iter().enumerate() {
+            v[i * 7..i * 7 + 7].copy_from_slice(&w.features(now_ms, *h));
+        }
+        let hourly = self.windows[1].1.distribution(now_ms);
+        v[21] = js_divergence(&hourly, &self.baseline.distribution(now_ms));
+        let recent: Vec<(usize, f64)> = share(&self.hours_recent, now_ms, 86_400_000.0);
+        let base: Vec<(usize, f64)> = share(&self.hours_baseline, now_ms, BASELINE_TAU_MS);
+        v[22] = js_divergence(&recent, &base);
+        // Regular timing (a bot on a timer) has a low coefficient of variation of its gaps.
+        let (mean, var) = self.windows[2].1.gap_moments(now_ms);
+        v[23] = if mean > 0.0 {
+            (1.0 - var.sqrt() / mean).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let p = self.profile.features(now_ms);
+        v[24..32].copy_from_slice(&[
+            p.distinct_ips,
+            p.distinct_user_agents,
+            p.param_distinct_max,
+            p.ids_distinct_max,
+            p.id_spread,
+            p.id_sequential_ratio,
+            p.id_coverage,
+            p.id_novelty,
+        ]);
+        v
+    }
+}
+
+fn share(hours: &[Decayed; 24], now: i64, tau: f64) -> Vec<(usize, f64)> {
+    let counts: Vec<f64> = hours.iter().map(|d| d.get(now, tau)).collect();
+    let total: f64 = counts.iter().sum();
+    if total <= 0.0 {
+        return Vec::new();
+    }
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i, c / total))
+        .collect()
+}
+
+/// Jensen-Shannon divergence (base 2, in `[0, 1]`) of two sparse distributions; 0 when either
+/// is empty (no baseline yet is not evidence).
+pub fn js_divergence<K: PartialEq + Copy>(p: &[(K, f64)], q: &[(K, f64)]) -> f64 {
+    if p.is_empty() || q.is_empty() {
+        return 0.0;
+    }
+    let lookup = |d: &[(K, f64)], k: K| d.iter().find(|(x, _)| *x == k).map_or(0.0, |e| e.1);
+    let mut keys: Vec<K> = p.iter().map(|e| e.0).collect();
+    keys.extend(
+        q.iter()
+            .map(|e| e.0)
+            .filter(|k| !p.iter().any(|e| e.0 == *k)),
+    );
+    let mut js = 0.0;
+    for k in keys {
+        let (a, b) = (lookup(p, k), lookup(q, k));
+        let m = (a + b) / 2.0;
+        if a > 0.0 {
+            js += 0.5 * a * (a / m).log2();
+        }
+        if b > 0.0 {
+            js += 0.5 * b * (b / m).log2();
+        }
+    }
+    js.clamp(0.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(ts_ms: i64, path: &str, outcome: Outcome) -> Event<'_> {
+        Event {
+            ts_ms,
+            path,
+            query: &[],
+            client_ip: "10.0.0.1",
+            user_agent: "app/1",
+            outcome,
+        }
+    }
+
+    fn idx(name: &str) -> usize {
+        FEATURE_NAMES.iter().position(|n| *n == name).unwrap()
+    }
+
+    #[test]
+    fn counts_rates_and_ratios_over_the_minute() {
+        let mut k = KeyFeatures::default();
+        // 60 requests, one per second, every tenth blocked, every fifth throttled.
+        for i in 0..60 {
+            let outcome = match i % 10 {
+                0 => Outcome::Blocked,
+                5 => Outcome::Throttled,
+                _ => Outcome::Allowed,
+            };
+            k.observe(&event(i * 1000, "/api/a", outcome));
+        }
+        let v = k.vector(59_000);
+        // Decayed with tau = 60 s, 60 one-per-second requests sum to about 60 (1 - 1/e) = 38.
+        assert!((v[idx("requests_1m")] - 38.2).abs() < 1.0, "{}", v[0]);
+        assert!((v[idx("rps_1m")] - v[idx("requests_1m")] / 60.0).abs() < 1e-9);
+        assert!((v[idx("blocked_ratio_1m")] - 0.1).abs() < 0.03);
+        assert!((v[idx("throttled_ratio_1m")] - 0.1).abs() < 0.03);
+        assert!((v[idx("requests_24h")] - 60.0).abs() < 0.1);
+        assert_eq!(v[idx("unique_endpoints_1m")], 1.0);
+        assert_eq!(v[idx("endpoint_entropy_1m")], 0.0);
+        // Perfectly regular one-second gaps.
+        assert!(v[idx("interarrival_var_1h")] < 1e-9);
+        assert!(v[idx("timing_regularity")] > 0.99);
+    }
+
+    #[test]
+    fn entropy_and_unique_endpoints() {
+        let mut k = KeyFeatures::default();
+        for i in 0..400 {
+            k.observe(&event(
+                i,
+                ["/a", "/b", "/c", "/d"][i as usize % 4],
+                Outcome::Allowed,
+            ));
+        }
+        let v = k.vector(400);
+        assert_eq!(v[idx("unique_endpoints_1h")], 4.0);
+        assert!((v[idx("endpoint_entropy_1h")] - 2.0).abs() < 0.01);
+        // A minute later the 1-minute horizon no longer counts them as recent.
+        let v = k.vector(200_000);
+        assert_eq!(v[idx("unique_endpoints_1m")], 0.0);
+        assert_eq!(v[idx("unique_endpoints_1h")], 4.0);
+    }
+
+    #[test]
+    fn irregular_timing_has_variance_and_low_regularity() {
+        let mut k = KeyFeatures::default();
+        let mut t = 0;
+        for i in 0..100 {
+            t += if i % 2 == 0 { 100 } else { 9_900 };
+            k.observe(&event(t, "/a", Outcome::Allowed));
+        }
+        let v = k.vector(t);
+        assert!(v[idx("interarrival_var_24h")] > 20.0);
+        assert!(v[idx("timing_regularity")] < 0.1);
+    }
+
+    #[test]
+    fn endpoint_shift_against_the_baseline_diverges() {
+        let mut k = KeyFeatures::default();
+        let hour = 3_600_000;
+        // A week of /a and /b every minute, then an hour of /admin only.
+        for i in 0..(7 * 24 * 60) {
+            k.observe(&event(
+                i * 60_000,
+                ["/a", "/b"][i as usize % 2],
+                Outcome::Allowed,
+            ));
+        }
+        let before = k.vector(7 * 24 * hour)[idx("endpoint_divergence")];
+        let start = 7 * 24 * hour;
+        for i in 0..(3 * 60) {
+            k.observe(&event(
+                start + i * 60_000,
+                "/admin/export",
+                Outcome::Allowed,
+            ));
+        }
+        let after = k.vector(start + 3 * hour)[idx("endpoint_divergence")];
+        assert!(before < 0.01, "{before}");
+        assert!(after > 0.5, "{after}");
+    }
+
+    #[test]
+    fn time_of_day_shift_diverges() {
+        let mut k = KeyFeatures::default();
+        let hour = 3_600_000;
+        // Two weeks of office hours (09-17 UTC), then a day active only at 03.
+        for day in 0..14 {
+            for h in 9..17 {
+                k.observe(&event(day * 24 * hour + h * hour, "/a", Outcome::Allowed));
+            }
+        }
+        let calm = k.vector(14 * 24 * hour)[idx("time_of_day_divergence")];
+        for m in 0..60 {
+            k.observe(&event(
+                14 * 24 * hour + 3 * hour + m * 60_000,
+                "/a",
+                Outcome::Allowed,
+            ));
+        }
+        let night = k.vector(14 * 24 * hour + 4 * hour)[idx("time_of_day_divergence")];
+        // The baseline absorbs part of the new hour too, so the rise is moderate but clear.
+        assert!(calm < 0.01 && night > 0.08, "{calm} -> {night}");
+    }
+
+    #[test]
+    fn endpoints_are_bounded() {
+        let mut k = KeyFeatures::default();
+        for i in 0..5_000 {
+            let p = format!("/e{i}");
+            k.observe(&event(i, &p, Outcome::Allowed));
+        }
+        assert!(
+            k.windows
+                .iter()
+                .all(|(_, w)| w.endpoints.len() <= MAX_ENDPOINTS)
+        );
+        assert!(k.vector(5_000)[idx("unique_endpoints_1m")] <= MAX_ENDPOINTS as f64);
+    }
+
+    #[test]
+    fn js_divergence_bounds() {
+        let p = [("a", 0.5), ("b", 0.5)];
+        assert_eq!(js_divergence(&p, &p), 0.0);
+        assert!((js_divergence(&[("a", 1.0)], &[("b", 1.0)]) - 1.0).abs() < 1e-12);
+        assert_eq!(js_divergence::<&str>(&[], &p), 0.0);
+        assert_eq!(schema().len(), 32);
+    }
+}

@@ -1,0 +1,699 @@
+//! The Isolation Forest of Liu, Ting and Zhou (2008), as scikit-learn implements it.
+//!
+//! Each tree is grown on a subsample of `psi` rows drawn without replacement; a node splits
+//! on a feature drawn at random among those not constant in the node, at a threshold drawn
+//! uniformly in `[min, max)` of that feature (left when `x <= threshold`). Growth stops at
+//! one sample or at the height limit `ceil(log2 psi)`. A point's path length in a tree is the
+//! depth of the leaf it reaches plus `c(n)`, the average path length of an unsuccessful
+//! binary-search-tree lookup among the `n` training samples left in that leaf; its score is
+//! `s = 2^(-E[h(x)] / c(psi))`, in `(0, 1]`, higher meaning more anomalous.
+//!
+//! Trees live in one flat array of 16-byte nodes; the two children of a node sit next to each
+//! other, so a lookup step is one compare and one add. A leaf points at itself with an
+//! infinite threshold, so a lookup is exactly `ceil(log2 psi)` branch-free steps whatever the
+//! path, and several lookups (rows of a batch, or trees for one vector) are interleaved to
+//! overlap their memory loads.
+
+use ndarray::{Array1, ArrayView2, Axis, Slice};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// Euler–Mascheroni constant, as numpy's `np.euler_gamma`.
+const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
+/// Independent lookups interleaved in one pass.
+const LANES: usize = 8;
+/// Rows scored together in a batch; a multiple of `LANES`.
+const BLOCK: usize = 256;
+
+/// Why a forest cannot be fitted or cannot score.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ForestError {
+    /// The forest needs at least one tree.
+    #[error("the number of trees must be at least 1")]
+    NoTrees,
+    /// A subsample of fewer than two rows isolates nothing.
+    #[error("the sample size must be at least 2, got {0}")]
+    SampleSizeTooSmall(usize),
+    /// Fewer than two training rows.
+    #[error("at least 2 training rows are needed, got {0}")]
+    TooFewRows(usize),
+    /// No feature columns.
+    #[error("the data has no feature columns")]
+    NoFeatures,
+    /// NaN or an infinity in the input.
+    #[error("row {row}, feature {feature}: value is not finite")]
+    NotFinite {
+        /// Zero-based row.
+        row: usize,
+        /// Zero-based feature.
+        feature: usize,
+    },
+    /// A vector of the wrong length.
+    #[error("expected {expected} features, got {found}")]
+    WrongLength {
+        /// Features the forest was fitted on.
+        expected: usize,
+        /// Features given.
+        found: usize,
+    },
+}
+
+/// How to grow a forest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForestParams {
+    /// Number of trees.
+    pub trees: usize,
+    /// Subsample size `psi` per tree; capped at the number of rows, as scikit-learn does.
+    pub sample_size: usize,
+    /// Seed of the `Xoshiro256PlusPlus` generator; the same seed gives the same forest.
+    pub seed: u64,
+}
+
+impl Default for ForestParams {
+    fn default() -> Self {
+        Self {
+            trees: 100,
+            sample_size: 256,
+            seed: 0,
+        }
+    }
+}
+
+/// One node: a split (`feature`, threshold in `value`, children at `left` and `left + 1`) or a
+/// leaf (`left` is its own index, `feature` 0, `value` +inf, so a step from it stays put).
+#[derive(Debug, Clone, Copy, PartialEq, bincode::Encode, bincode::Decode)]
+struct Node {
+    feature: u32,
+    left: u32,
+    value: f64,
+}
+
+/// A fitted Isolation Forest.
+#[derive(Debug, Clone, PartialEq, bincode::Encode, bincode::Decode)]
+pub struct IsolationForest {
+    n_features: u32,
+    psi: u32,
+    c_psi: f64,
+    /// Height limit: every leaf is at most this deep.
+    limit: u32,
+    roots: Vec<u32>,
+    nodes: Vec<Node>,
+    /// Per node: for a leaf, its depth plus `c(samples in the leaf)`; 0 for a split.
+    leaf_path: Vec<f64>,
+    /// Training samples that reached each node; used only by [`IsolationForest::explain`].
+    sizes: Vec<u32>,
+}
+
+/// `c(n)`: the average path length of an unsuccessful search in a binary search tree of `n`
+/// nodes, scikit-learn's `_average_path_length`.
+pub fn average_path_length(n: usize) -> f64 {
+    match n {
+        0 | 1 => 0.0,
+        2 => 1.0,
+        _ => {
+            let n = n as f64;
+            2.0 * ((n - 1.0).ln() + EULER_GAMMA) - 2.0 * (n - 1.0) / n
+        }
+    }
+}
+
+/// The height limit for a subsample of `psi`: `ceil(log2 psi)`.
+pub fn height_limit(psi: usize) -> usize {
+    (psi.max(2) as f64).log2().ceil() as usize
+}
+
+impl IsolationForest {
+    /// Fits a forest to `data` (rows are samples).
+    pub fn fit(data: ArrayView2<'_, f64>, params: &ForestParams) -> Result<Self, ForestError> {
+        Self::fit_with_progress(data, params, &mut |_, _| {})
+    }
+
+    /// As [`IsolationForest::fit`], calling `progress(trees_done, trees_total)` after each tree.
+    pub fn fit_with_progress(
+        data: ArrayView2<'_, f64>,
+        params: &ForestParams,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self, ForestError> {
+        let (rows, d) = data.dim();
+        if params.trees == 0 {
+            return Err(ForestError::NoTrees);
+        }
+        if params.sample_size < 2 {
+            return Err(ForestError::SampleSizeTooSmall(params.sample_size));
+        }
+        if rows < 2 {
+            return Err(ForestError::TooFewRows(rows));
+        }
+        if d == 0 {
+            return Err(ForestError::NoFeatures);
+        }
+        let data = data.as_standard_layout();
+        let x = data.as_slice().unwrap_or_default();
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(ForestError::NotFinite {
+                row: i / d,
+                feature: i % d,
+            });
+        }
+        let psi = params.sample_size.min(rows);
+        let mut forest = Self {
+            n_features: d as u32,
+            psi: psi as u32,
+            c_psi: average_path_length(psi),
+            limit: height_limit(psi) as u32,
+            roots: Vec::with_capacity(params.trees),
+            nodes: Vec::with_capacity(params.trees * (2 * psi - 1)),
+            leaf_path: Vec::with_capacity(params.trees * (2 * psi - 1)),
+            sizes: Vec::with_capacity(params.trees * (2 * psi - 1)),
+        };
+        let mut grower = Grower {
+            x,
+            d,
+            limit: height_limit(psi),
+            rng: Xoshiro256PlusPlus::seed_from_u64(params.seed),
+            features: (0..d as u32).collect(),
+            stack: Vec::new(),
+        };
+        // A partial Fisher-Yates shuffle of a permutation is uniform whatever the permutation,
+        // so one index buffer serves every tree.
+        let mut perm: Vec<u32> = (0..rows as u32).collect();
+        for t in 0..params.trees {
+            for i in 0..psi {
+                let j = grower.rng.random_range(i..rows);
+                perm.swap(i, j);
+            }
+            let mut sample = perm[..psi].to_vec();
+            let root = grower.grow(&mut forest, &mut sample);
+            forest.roots.push(root);
+            progress(t + 1, params.trees);
+        }
+        Ok(forest)
+    }
+
+    /// Number of features the forest was fitted on.
+    pub fn n_features(&self) -> usize {
+        self.n_features as usize
+    }
+
+    /// Number of trees.
+    pub fn n_trees(&self) -> usize {
+        self.roots.len()
+    }
+
+    /// Subsample size each tree was grown on.
+    pub fn sample_size(&self) -> usize {
+        self.psi as usize
+    }
+
+    /// The anomaly score of one vector, in `(0, 1]`.
+    pub fn score(&self, x: &[f64]) -> Result<f64, ForestError> {
+        self.check_len(x.len())?;
+        Ok(self.score_unchecked(x))
+    }
+
+    /// Scores every row of `data`.
+    pub fn score_batch(&self, data: ArrayView2<'_, f64>) -> Result<Array1<f64>, ForestError> {
+        self.check_len(data.ncols())?;
+        let data = data.as_standard_layout();
+        let d = self.n_features();
+        let x = data.as_slice().unwrap_or_default();
+        let mut out = Array1::zeros(data.nrows());
+        if d == 0 {
+            return Ok(out);
+        }
+        // Blocks of rows, tree-major inside a block: a tree's nodes stay in L1 while every row
+        // of the block goes through it, LANES rows at a time.
+        let mut tail = Vec::new();
+        for (b, block) in x.chunks(BLOCK * d).enumerate() {
+            let n = block.len() / d;
+            let mut groups: Vec<&[f64]> = block.chunks_exact(LANES * d).collect();
+            let rest = block.chunks_exact(LANES * d).remainder();
+            if !rest.is_empty() {
+                // A short last group repeats its last row; the extra lanes are ignored.
+                tail.clear();
+                tail.extend_from_slice(rest);
+                let last = &rest[rest.len() - d..];
+                while tail.len() < LANES * d {
+                    tail.extend_from_slice(last);
+                }
+                groups.push(&tail);
+            }
+            let mut sums = [0.0f64; BLOCK];
+            for &root in &self.roots {
+                for (g, rows) in groups.iter().enumerate() {
+                    let mut idx = [root as usize; LANES];
+                    self.descend(&mut idx, rows, d);
+                    let lanes = &mut sums[g * LANES..(g + 1) * LANES];
+                    for (sum, i) in lanes.iter_mut().zip(idx) {
+                        *sum += self.leaf_path[i];
+                    }
+                }
+            }
+            for (k, s) in sums[..n].iter().enumerate() {
+                out[b * BLOCK + k] = self.to_score(*s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// As [`IsolationForest::score_batch`], on `threads` OS threads (scoped, joined before
+    /// returning); the scores are identical. For offline batches, not the request path.
+    pub fn score_batch_parallel(
+        &self,
+        data: ArrayView2<'_, f64>,
+        threads: usize,
+    ) -> Result<Array1<f64>, ForestError> {
+        self.check_len(data.ncols())?;
+        let rows = data.nrows();
+        let threads = threads.clamp(1, rows.div_ceil(BLOCK).max(1));
+        if threads == 1 {
+            return self.score_batch(data);
+        }
+        let per = rows.div_ceil(threads).next_multiple_of(BLOCK);
+        let parts: Vec<Result<Array1<f64>, ForestError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..rows.div_ceil(per))
+                .map(|t| {
+                    let part =
+                        data.slice_axis(Axis(0), Slice::from(t * per..((t + 1) * per).min(rows)));
+                    scope.spawn(move || self.score_batch(part))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        let mut out = Vec::with_capacity(rows);
+        for part in parts {
+            out.extend(part?);
+        }
+        Ok(Array1::from(out))
+    }
+
+    /// Mean path length `E[h(x)]` of one vector over the trees.
+    pub fn mean_path_length(&self, x: &[f64]) -> Result<f64, ForestError> {
+        self.check_len(x.len())?;
+        Ok(self.path_sum(x) / self.roots.len() as f64)
+    }
+
+    /// How much each feature contributed to isolating `x`: one non-negative share per feature,
+    /// summing to 1 (all zero only when no split lies on any of its paths).
+    ///
+    /// Each split on `x`'s path cut away part of the node's training samples; the split is
+    /// credited `ln(n_node / n_child)` (the log of the mass it cut away from `x`) for its
+    /// feature, and a tree's credits are weighted by `c(psi) / h(x)`, so trees that isolated
+    /// `x` at shallow depth count more.
+    pub fn explain(&self, x: &[f64]) -> Result<Vec<f64>, ForestError> {
+        self.check_len(x.len())?;
+        let mut credit = vec![0.0; self.n_features()];
+        let mut path = Vec::new();
+        for &root in &self.roots {
+            path.clear();
+            let mut i = root as usize;
+            let h = loop {
+                let n = self.nodes[i];
+                if n.left as usize == i {
+                    break self.leaf_path[i];
+                }
+                let child = n.left as usize + usize::from(x[n.feature as usize] > n.value);
+                let cut = (f64::from(self.sizes[i]) / f64::from(self.sizes[child])).ln();
+                path.push((n.feature as usize, cut));
+                i = child;
+            };
+            let weight = if h > 0.0 { self.c_psi / h } else { 0.0 };
+            for &(f, cut) in &path {
+                credit[f] += weight * cut;
+            }
+        }
+        let total: f64 = credit.iter().sum();
+        if total > 0.0 {
+            credit.iter_mut().for_each(|c| *c /= total);
+        }
+        Ok(credit)
+    }
+
+    /// Checks the invariants scoring relies on (children after their parent and in bounds,
+    /// features in range, finite values), for a forest decoded from a file.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.nodes.len();
+        let psi = self.psi as usize;
+        if psi < 2
+            || self.c_psi != average_path_length(psi)
+            || self.limit as usize != height_limit(psi)
+        {
+            return Err("inconsistent sample size".into());
+        }
+        if self.sizes.len() != n || self.leaf_path.len() != n || self.roots.is_empty() {
+            return Err("inconsistent node arrays".into());
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            let left = node.left as usize;
+            let ok = if left == i {
+                node.feature == 0 && node.value == f64::INFINITY && self.leaf_path[i].is_finite()
+            } else {
+                node.feature < self.n_features && node.value.is_finite() && left > i && left + 1 < n
+            };
+            if !ok {
+                return Err(format!("node {i} is malformed"));
+            }
+        }
+        // Every lookup runs `limit` steps: each leaf must be within reach.
+        let mut stack = Vec::new();
+        for &root in &self.roots {
+            stack.push((root as usize, 0));
+            while let Some((i, depth)) = stack.pop() {
+                let Some(node) = self.nodes.get(i) else {
+                    return Err("tree root out of bounds".into());
+                };
+                if node.left as usize == i {
+                    continue;
+                }
+                if depth >= self.limit {
+                    return Err(format!("node {i} is deeper than the height limit"));
+                }
+                stack.push((node.left as usize, depth + 1));
+                stack.push((node.left as usize + 1, depth + 1));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, found: usize) -> Result<(), ForestError> {
+        if found == self.n_features() {
+            Ok(())
+        } else {
+            Err(ForestError::WrongLength {
+                expected: self.n_features(),
+                found,
+            })
+        }
+    }
+
+    fn score_unchecked(&self, x: &[f64]) -> f64 {
+        self.to_score(self.path_sum(x))
+    }
+
+    fn to_score(&self, path_sum: f64) -> f64 {
+        let mean = path_sum / self.roots.len() as f64;
+        (-mean / self.c_psi).exp2()
+    }
+
+    fn path_sum(&self, x: &[f64]) -> f64 {
+        let mut total = 0.0;
+        for roots in self.roots.chunks(LANES) {
+            // A short last group repeats its last tree; the extra lanes are ignored.
+            let mut idx: [usize; LANES] =
+                std::array::from_fn(|k| roots[k.min(roots.len() - 1)] as usize);
+            self.descend(&mut idx, x, 0);
+            // Added one by one in tree order, so a batch score is bit-identical.
+            for &i in &idx[..roots.len()] {
+                total += self.leaf_path[i];
+            }
+        }
+        total
+    }
+
+    /// Moves each lane from its node `limit` steps down: to its leaf, since leaves stay put.
+    /// Lane `k` reads its vector at `x[k * stride..]` (stride 0: one vector, several trees).
+    /// The lanes are independent, so their loads overlap.
+    #[inline]
+    fn descend(&self, idx: &mut [usize; LANES], x: &[f64], stride: usize) {
+        for _ in 0..self.limit {
+            for (k, i) in idx.iter_mut().enumerate() {
+                let n = self.nodes[*i];
+                *i = n.left as usize + usize::from(x[k * stride + n.feature as usize] > n.value);
+            }
+        }
+    }
+}
+
+/// Scratch state for growing trees.
+struct Grower<'a> {
+    x: &'a [f64],
+    d: usize,
+    limit: usize,
+    rng: Xoshiro256PlusPlus,
+    features: Vec<u32>,
+    stack: Vec<(usize, usize, usize, usize)>,
+}
+
+impl Grower<'_> {
+    /// Grows one tree over the rows in `sample` (reordered in place); returns its root.
+    fn grow(&mut self, forest: &mut IsolationForest, sample: &mut [u32]) -> u32 {
+        let root = forest.nodes.len();
+        push_node(forest, sample.len());
+        self.stack.clear();
+        self.stack.push((root, 0, sample.len(), 0));
+        while let Some((node, lo, hi, depth)) = self.stack.pop() {
+            let rows = &mut sample[lo..hi];
+            let split = if depth >= self.limit || rows.len() <= 1 {
+                None
+            } else {
+                self.split(rows)
+            };
+            let Some((feature, threshold)) = split else {
+                forest.nodes[node] = Node {
+                    feature: 0,
+                    left: node as u32,
+                    value: f64::INFINITY,
+                };
+                forest.leaf_path[node] = depth as f64 + average_path_length(rows.len());
+                continue;
+            };
+            let mid = lo + partition(rows, |r| self.x[r as usize * self.d + feature] <= threshold);
+            let left = forest.nodes.len();
+            push_node(forest, mid - lo);
+            push_node(forest, hi - mid);
+            forest.nodes[node] = Node {
+                feature: feature as u32,
+                left: left as u32,
+                value: threshold,
+            };
+            self.stack.push((left + 1, mid, hi, depth + 1));
+            self.stack.push((left, lo, mid, depth + 1));
+        }
+        root as u32
+    }
+
+    /// Draws features without replacement until one is not constant over `rows`, then a
+    /// threshold uniformly in `[min, max)`; `None` when every feature is constant.
+    fn split(&mut self, rows: &[u32]) -> Option<(usize, f64)> {
+        let mut remaining = self.d;
+        while remaining > 0 {
+            let k = self.rng.random_range(0..remaining);
+            let f = self.features[k] as usize;
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            for &r in rows {
+                let v = self.x[r as usize * self.d + f];
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+            if hi > lo {
+                let mut t = self.rng.random_range(lo..hi);
+                // As scikit-learn: rounding may land on max, which would leave the right empty.
+                if t >= hi {
+                    t = lo;
+                }
+                return Some((f, t));
+            }
+            self.features.swap(k, remaining - 1);
+            remaining -= 1;
+        }
+        None
+    }
+}
+
+fn push_node(forest: &mut IsolationForest, size: usize) {
+    forest.nodes.push(Node {
+        feature: 0,
+        left: 0,
+        value: 0.0,
+    });
+    forest.leaf_path.push(0.0);
+    forest.sizes.push(size as u32);
+}
+
+/// Moves the rows for which `left` holds to the front; returns how many there are.
+fn partition(rows: &mut [u32], left: impl Fn(u32) -> bool) -> usize {
+    let mut mid = 0;
+    for i in 0..rows.len() {
+        if left(rows[i]) {
+            rows.swap(i, mid);
+            mid += 1;
+        }
+    }
+    mid
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::Array2;
+    use proptest::prelude::*;
+    use rand::Rng;
+
+    use super::*;
+
+    /// `n` inliers near the origin plus `k` outliers far away, deterministic.
+    fn blob(n: usize, k: usize, d: usize, seed: u64) -> Array2<f64> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        Array2::from_shape_fn((n + k, d), |(r, _)| {
+            let v: f64 = rng.random_range(-1.0..1.0);
+            if r < n { v } else { 6.0 + v * 0.1 }
+        })
+    }
+
+    #[test]
+    fn c_matches_scikit_learn() {
+        assert_eq!(average_path_length(1), 0.0);
+        assert_eq!(average_path_length(2), 1.0);
+        // sklearn.ensemble._iforest._average_path_length([256])
+        assert!((average_path_length(256) - 10.244_770_920_119_917).abs() < 1e-12);
+        assert_eq!(height_limit(256), 8);
+        assert_eq!(height_limit(100), 7);
+    }
+
+    #[test]
+    fn outlier_cluster_scores_above_inliers() {
+        let data = blob(500, 10, 4, 1);
+        let forest = IsolationForest::fit(data.view(), &ForestParams::default()).unwrap();
+        let scores = forest.score_batch(data.view()).unwrap();
+        let max_inlier = scores.iter().take(500).copied().fold(0.0, f64::max);
+        let min_outlier = scores.iter().skip(500).copied().fold(1.0, f64::min);
+        assert!(min_outlier > max_inlier, "{min_outlier} <= {max_inlier}");
+        assert!(min_outlier > 0.6);
+    }
+
+    #[test]
+    fn batch_equals_single() {
+        let data = blob(300, 5, 3, 2);
+        let forest = IsolationForest::fit(data.view(), &ForestParams::default()).unwrap();
+        let batch = forest.score_batch(data.view()).unwrap();
+        for (r, row) in data.rows().into_iter().enumerate() {
+            assert_eq!(batch[r], forest.score(row.as_slice().unwrap()).unwrap());
+        }
+    }
+
+    #[test]
+    fn validate_catches_malformed_trees() {
+        let data = blob(100, 0, 2, 8);
+        let forest = IsolationForest::fit(data.view(), &ForestParams::default()).unwrap();
+        assert_eq!(forest.validate(), Ok(()));
+        let root = forest.roots[0] as usize;
+        let mut cycle = forest.clone();
+        cycle.nodes[root + 1].left = root as u32;
+        assert!(cycle.validate().is_err());
+        let mut feature = forest.clone();
+        feature.nodes[root].feature = 9;
+        assert!(feature.validate().is_err());
+        let mut sizes = forest;
+        sizes.leaf_path.pop();
+        assert!(sizes.validate().is_err());
+    }
+
+    #[test]
+    fn parallel_batch_equals_sequential() {
+        let data = blob(3000, 7, 3, 9);
+        let forest = IsolationForest::fit(data.view(), &ForestParams::default()).unwrap();
+        let seq = forest.score_batch(data.view()).unwrap();
+        for threads in [1, 2, 3, 64] {
+            assert_eq!(
+                forest.score_batch_parallel(data.view(), threads).unwrap(),
+                seq
+            );
+        }
+    }
+
+    #[test]
+    fn every_tree_respects_the_height_limit_and_sample_counts() {
+        let data = blob(1000, 0, 3, 3);
+        let forest = IsolationForest::fit(data.view(), &ForestParams::default()).unwrap();
+        assert_eq!(forest.n_trees(), 100);
+        for &root in &forest.roots {
+            assert_eq!(forest.sizes[root as usize], 256);
+            let mut stack = vec![(root as usize, 0usize)];
+            while let Some((i, depth)) = stack.pop() {
+                let n = forest.nodes[i];
+                if n.left as usize == i {
+                    assert!(depth <= 8);
+                    let want = depth as f64 + average_path_length(forest.sizes[i] as usize);
+                    assert_eq!(forest.leaf_path[i], want);
+                } else {
+                    let (l, r) = (n.left as usize, n.left as usize + 1);
+                    assert!(forest.sizes[l] > 0 && forest.sizes[r] > 0);
+                    assert_eq!(forest.sizes[l] + forest.sizes[r], forest.sizes[i]);
+                    stack.push((l, depth + 1));
+                    stack.push((r, depth + 1));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn explanation_names_the_feature_that_isolates() {
+        // Feature 2 alone separates the outlier; features 0 and 1 are ordinary.
+        let mut data = blob(400, 0, 3, 4);
+        data[[0, 2]] = 50.0;
+        let forest = IsolationForest::fit(data.view(), &ForestParams::default()).unwrap();
+        let shares = forest.explain(data.row(0).as_slice().unwrap()).unwrap();
+        assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!(shares[2] > 0.5, "{shares:?}");
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        let data = blob(10, 0, 2, 5);
+        let p = ForestParams::default();
+        let zero = ForestParams { trees: 0, ..p };
+        assert_eq!(
+            IsolationForest::fit(data.view(), &zero),
+            Err(ForestError::NoTrees)
+        );
+        let mut nan = data.clone();
+        nan[[3, 1]] = f64::NAN;
+        assert_eq!(
+            IsolationForest::fit(nan.view(), &p),
+            Err(ForestError::NotFinite { row: 3, feature: 1 })
+        );
+        let forest = IsolationForest::fit(data.view(), &p).unwrap();
+        assert_eq!(forest.sample_size(), 10);
+        assert_eq!(
+            forest.score(&[1.0]),
+            Err(ForestError::WrongLength {
+                expected: 2,
+                found: 1
+            })
+        );
+    }
+
+    #[test]
+    fn constant_data_gives_leaves_at_the_root() {
+        let data = Array2::from_elem((50, 2), 3.0);
+        let forest = IsolationForest::fit(data.view(), &ForestParams::default()).unwrap();
+        // Every point lands in a root leaf holding all psi samples: h = c(psi), s = 0.5.
+        assert!((forest.score(&[3.0, 3.0]).unwrap() - 0.5).abs() < 1e-12);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        #[test]
+        fn scores_are_in_range_and_deterministic(
+            seed in any::<u64>(),
+            rows in 2usize..120,
+            d in 1usize..5,
+            probe in proptest::collection::vec(-1e6f64..1e6, 4),
+        ) {
+            let data = blob(rows, 0, d, seed ^ 0x5eed);
+            let p = ForestParams { trees: 20, sample_size: 64, seed };
+            let a = IsolationForest::fit(data.view(), &p).unwrap();
+            let b = IsolationForest::fit(data.view(), &p).unwrap();
+            prop_assert_eq!(&a, &b);
+            let s = a.score(&probe[..d]).unwrap();
+            prop_assert!(s > 0.0 && s <= 1.0, "score {}", s);
+            prop_assert_eq!(s, b.score(&probe[..d]).unwrap());
+            for v in a.score_batch(data.view()).unwrap() {
+                prop_assert!(v > 0.0 && v <= 1.0);
+            }
+        }
+    }
+}
