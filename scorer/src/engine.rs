@@ -678,6 +678,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_unauthenticated_policy_reloads() {
+        let e = with_unauthenticated(3);
+        let r = e.check(&failed_auth("10.0.0.1", 0), 0).await.unwrap();
+        assert_eq!(r.decision, Decision::Allow as i32);
+        e.reload(&LimitsConfig {
+            unauthenticated: Some(crate::config::PolicyConfig {
+                windows: vec![crate::config::WindowConfig::new(1, 60_000)],
+                ..Default::default()
+            }),
+            ..LimitsConfig::default()
+        });
+        let r = e.check(&failed_auth("10.0.0.1", 1), 0).await.unwrap();
+        assert_eq!(
+            r.decision,
+            Decision::Allow as i32,
+            "in-process windows restart"
+        );
+        let r = e.check(&failed_auth("10.0.0.1", 2), 0).await.unwrap();
+        assert_eq!(r.decision, Decision::Throttle as i32);
+        assert_eq!(r.rate_limit.unwrap().limit, 1);
+    }
+
+    #[tokio::test]
     async fn ipv6_clients_are_limited_per_64_prefix() {
         let e = with_unauthenticated(2);
         for (t, ip) in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9"]
