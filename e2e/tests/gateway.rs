@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use palisade_e2e::{ScorerMode, Stack, StackOptions};
+use palisade_e2e::{ScorerMode, Stack, StackOptions, scorer_config};
+use palisade_scorer::config::{PolicyConfig, WindowConfig};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
@@ -197,6 +198,74 @@ async fn free_tier_reaches_429_with_retry_after_and_ratelimit_headers() {
             .unwrap()
             .unwrap_or(0)
             >= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_from_one_address_reach_429_but_its_valid_keys_do_not() {
+    let mut scorer = scorer_config();
+    scorer.limits.unauthenticated = Some(PolicyConfig {
+        windows: vec![WindowConfig::new(3, 60_000)],
+        ..PolicyConfig::default()
+    });
+    let stack = Stack::start(StackOptions {
+        scorer: ScorerMode::Real(Box::new(scorer)),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap();
+    let c = client();
+    let url = format!("{}/api/whoami", stack.url);
+    let guess = |i: usize| format!("pk_live_guess_{i}");
+    for i in 0..3 {
+        let resp = c
+            .get(&url)
+            .header("x-api-key", guess(i))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let resp = c
+        .get(&url)
+        .header("x-api-key", guess(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let h = resp.headers();
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        h["ratelimit-policy"].to_str().unwrap(),
+        r#""unauthenticated";q=3;w=60"#
+    );
+    let body = json(resp).await;
+    assert_eq!(body["reason"], "auth_failures_rate_limited");
+    assert!(!body.to_string().contains("pk_"), "key echoed in {body}");
+    // Missing keys count too.
+    let resp = c.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // A valid key from the same address is judged by its own limits, not the address's
+    // failures: a shared NAT or a user who mistyped once keeps working.
+    let resp = c.get(&url).header("x-api-key", ALICE).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(json(resp).await["key_id"], "alice");
+
+    assert_eq!(
+        stack
+            .envoy_counter("palisade_requests_unauthorized_throttled")
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        stack
+            .envoy_counter("palisade_requests_unauthorized")
+            .await
+            .unwrap(),
+        Some(3)
     );
 }
 

@@ -33,6 +33,22 @@ pub fn check_request(
         user_agent: facts.user_agent.clone(),
         timestamp_ms: facts.timestamp_ms(),
         query_truncated: q.truncated,
+        unauthenticated: false,
+    }
+}
+
+/// The `CheckRequest` for a request that failed authentication: no key, tenant, tier or
+/// query, only what the scorer's per-client-IP policy (and the event record) needs.
+pub fn unauthenticated_request(facts: &RequestFacts) -> CheckRequest {
+    CheckRequest {
+        request_id: facts.request_id.clone(),
+        client_ip: facts.client_ip.clone(),
+        method: facts.method.clone(),
+        path: facts.path.clone(),
+        user_agent: facts.user_agent.clone(),
+        timestamp_ms: facts.timestamp_ms(),
+        unauthenticated: true,
+        ..CheckRequest::default()
     }
 }
 
@@ -96,6 +112,29 @@ mod tests {
         assert_eq!(r.timestamp_ms, 5);
         let decoded = CheckRequest::decode(encode(&r).as_slice()).unwrap();
         assert_eq!(decoded, r);
+    }
+
+    #[test]
+    fn unauthenticated_request_carries_no_identity() {
+        let facts = RequestFacts {
+            request_id: "rid".into(),
+            method: "POST".into(),
+            full_path: "/login?user=x".into(),
+            path: "/login".into(),
+            client_ip: "10.0.0.1".into(),
+            user_agent: "curl".into(),
+            started_nanos: 5_000_000,
+        };
+        let r = unauthenticated_request(&facts);
+        assert!(r.unauthenticated);
+        assert!(r.key_id.is_empty() && r.tenant.is_empty() && r.tier.is_empty());
+        assert!(r.query.is_empty());
+        assert_eq!(
+            (r.client_ip.as_str(), r.method.as_str(), r.path.as_str()),
+            ("10.0.0.1", "POST", "/login")
+        );
+        assert_eq!(r.user_agent, "curl");
+        assert_eq!(r.timestamp_ms, 5);
     }
 
     #[test]

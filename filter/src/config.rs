@@ -182,6 +182,7 @@ struct RawConfig {
     strip_headers: Vec<String>,
     strip_prefixes: Vec<String>,
     trust_request_id: bool,
+    ip_limits: bool,
     query: QueryLimits,
     report: ReportConfig,
 }
@@ -198,6 +199,7 @@ impl Default for RawConfig {
             strip_headers: Vec::new(),
             strip_prefixes: vec!["x-palisade-".into()],
             trust_request_id: false,
+            ip_limits: true,
             query: QueryLimits::default(),
             report: ReportConfig::default(),
         }
@@ -230,6 +232,11 @@ pub struct Config {
     pub strip: StripRules,
     /// Keep a well-formed client request id instead of generating one.
     pub trust_request_id: bool,
+    /// Ask the scorer about every failed authentication (`unauthenticated` Check, per client
+    /// IP) and answer 429 instead of 401 once the address is over its limit. Default on.
+    /// Never lets a request through: whatever the scorer says or fails to say, the answer is
+    /// 401 or 429. Off: every failed authentication is a 401 with no scorer call.
+    pub ip_limits: bool,
     /// Bounds on the query sent to the scorer.
     pub query: QueryLimits,
     /// Outcome reporting.
@@ -247,6 +254,7 @@ impl fmt::Debug for Config {
             .field("headers", &self.headers)
             .field("strip", &self.strip)
             .field("trust_request_id", &self.trust_request_id)
+            .field("ip_limits", &self.ip_limits)
             .field("query", &self.query)
             .field("report", &self.report)
             .finish()
@@ -350,6 +358,7 @@ impl RawConfig {
                     headers: self.headers,
                     strip,
                     trust_request_id: self.trust_request_id,
+                    ip_limits: self.ip_limits,
                     query: self.query,
                     report: self.report,
                 })
@@ -556,6 +565,7 @@ mod tests {
         assert_eq!(c.headers.key_id, "x-palisade-key-id");
         assert_eq!(c.headers.flag, "x-palisade-flag");
         assert!(!c.trust_request_id);
+        assert!(c.ip_limits);
         assert_eq!(
             c.query,
             QueryLimits {
@@ -594,6 +604,7 @@ mod tests {
             "strip_headers": ["x-internal"],
             "strip_prefixes": ["x-palisade-", "x-debug-"],
             "trust_request_id": true,
+            "ip_limits": false,
             "query": { "max_params": 4, "max_name_bytes": 8, "max_value_bytes": 16 },
             "report": { "enabled": false, "flush_interval_ms": 500, "max_batch": 10, "max_queue": 100, "timeout_ms": 300 }
         });
@@ -601,6 +612,7 @@ mod tests {
         assert_eq!(c.failure_mode, FailureMode::FailOpen);
         assert_eq!(c.scorer.cluster, "scorer");
         assert!(c.trust_request_id);
+        assert!(!c.ip_limits);
         assert_eq!(c.keys.len(), 2);
         assert!(!c.report.enabled);
         assert_eq!(c.report.max_batch, 10);

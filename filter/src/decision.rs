@@ -282,6 +282,57 @@ pub fn unauthorized(request_id: &str, error: AuthError, headers: &HeaderNames) -
     )
 }
 
+/// Reason of a failed authentication answered 429.
+pub const AUTH_FAILURES_RATE_LIMITED: &str = "auth_failures_rate_limited";
+
+/// The answer to a failed authentication once the scorer's per-client-IP policy was asked:
+/// 429 with `Retry-After` and the rate-limit headers on THROTTLE, else (ALLOW, any other
+/// verdict, any scorer failure) the same 401 as without asking. Never forwards: a failed
+/// authentication is the client's fault, so a scorer failure is not a 503 either.
+pub fn unauthenticated(
+    verdict: Result<Verdict, ScorerFailure>,
+    request_id: &str,
+    error: AuthError,
+    headers: &HeaderNames,
+) -> Action {
+    let verdict = match verdict {
+        Ok(v) => v,
+        Err(_) => {
+            return Action {
+                scorer_error: true,
+                ..unauthorized(request_id, error, headers)
+            };
+        }
+    };
+    let VerdictKind::Throttle {
+        retry_after_seconds,
+    } = verdict.kind
+    else {
+        return unauthorized(request_id, error, headers);
+    };
+    let retry_after = retry_after_seconds.max(1);
+    let mut response = local(
+        429,
+        headers,
+        &ErrorBody {
+            error: "too_many_requests",
+            request_id,
+            reason: Some(AUTH_FAILURES_RATE_LIMITED),
+            retry_after_seconds: Some(retry_after),
+        },
+        verdict.rate_limit.as_ref(),
+    );
+    response
+        .headers
+        .push(("retry-after".into(), retry_after.to_string()));
+    respond(
+        response,
+        Outcome::Throttled,
+        AUTH_FAILURES_RATE_LIMITED.to_owned(),
+        false,
+    )
+}
+
 /// 503: the gateway cannot decide safely (scorer down in fail_closed mode, a host call that
 /// failed, an unsignable request).
 pub fn unavailable(request_id: &str, reason: &str, headers: &HeaderNames) -> Action {
@@ -485,6 +536,61 @@ mod tests {
             let f = forwarded(&a);
             assert!(header(&f.request_headers, "x-gateway-token").is_some());
             assert_eq!(header(&f.request_headers, "x-palisade-flag"), None);
+        }
+    }
+
+    #[test]
+    fn failed_auth_throttle_answers_429_never_forwarding() {
+        let names = HeaderNames::default();
+        let throttle = VerdictKind::Throttle {
+            retry_after_seconds: 0,
+        };
+        let a = unauthenticated(
+            Ok(verdict(throttle, Some(rl()))),
+            "rid-1",
+            AuthError::Unknown,
+            &names,
+        );
+        assert_eq!(a.outcome, Outcome::Throttled);
+        assert_eq!(a.reason, "auth_failures_rate_limited");
+        assert!(!a.scorer_error);
+        let r = responded(&a);
+        assert_eq!(r.status, 429);
+        assert_eq!(header(&r.headers, "retry-after"), Some("1"));
+        assert_eq!(header(&r.headers, "ratelimit"), Some(r#""free";r=0;t=12"#));
+        assert_eq!(json(r)["reason"], "auth_failures_rate_limited");
+        assert_eq!(json(r)["error"], "too_many_requests");
+    }
+
+    #[test]
+    fn failed_auth_otherwise_answers_the_same_401() {
+        let names = HeaderNames::default();
+        let plain = unauthorized("rid-1", AuthError::Missing, &names);
+        let verdicts = [
+            VerdictKind::Allow,
+            VerdictKind::Flag,
+            VerdictKind::Block,
+            VerdictKind::ShadowThrottle,
+            VerdictKind::ShadowBlock,
+        ]
+        .into_iter()
+        .map(|k| Ok(verdict(k, Some(rl()))));
+        for v in verdicts {
+            let a = unauthenticated(v.clone(), "rid-1", AuthError::Missing, &names);
+            assert_eq!(a, plain, "{v:?}");
+        }
+        for failure in [
+            ScorerFailure::Dispatch,
+            ScorerFailure::Status(14),
+            ScorerFailure::Undecodable,
+            ScorerFailure::EmptyResponse,
+        ] {
+            let a = unauthenticated(Err(failure), "rid-1", AuthError::Missing, &names);
+            assert_eq!(responded(&a).status, 401);
+            assert_eq!(a.outcome, Outcome::Unauthorized);
+            assert_eq!(a.reason, "missing_api_key");
+            assert!(a.scorer_error, "counted as a scorer error");
+            assert_eq!(a.effect, plain.effect);
         }
     }
 

@@ -4,12 +4,12 @@
 
 use std::rc::Rc;
 
-use palisade_proto::v1::{Outcome, RequestOutcome};
+use palisade_proto::v1::{CheckRequest, Outcome, RequestOutcome};
 use palisade_proto::{CHECK_METHOD, SERVICE};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action as HostAction;
 
-use crate::auth::Identity;
+use crate::auth::{AuthError, Identity};
 use crate::check;
 use crate::config::HeaderNames;
 use crate::decision::{self, Action, Effect, Subject};
@@ -44,6 +44,9 @@ pub struct Http<H: Host> {
     shared: Option<Rc<Shared>>,
     facts: Option<RequestFacts>,
     identity: Option<Identity>,
+    /// Why authentication failed, while the scorer is asked whether the client address is
+    /// over its failed-authentication limit.
+    auth_error: Option<AuthError>,
     /// Token of the `Check` call being waited for.
     pending: Option<u32>,
     decided: Option<Decided>,
@@ -70,6 +73,7 @@ impl<H: Host> Http<H> {
             shared,
             facts: None,
             identity: None,
+            auth_error: None,
             pending: None,
             decided: None,
             response_headers: Vec::new(),
@@ -124,22 +128,46 @@ impl<H: Host> Http<H> {
         let values = headers.values(&config.headers.api_key);
         let identity = match config.keys.authenticate(&config.pepper, &values) {
             Ok(entry) => Identity::from(entry),
-            Err(e) => {
-                let action = decision::unauthorized(&facts.request_id, e, &config.headers);
-                self.facts = Some(facts);
-                return self.apply(action, Phase::Headers);
-            }
+            Err(e) => return self.unauthenticated(facts, e, &shared),
         };
 
         // 4. The verdict.
         let request = check::check_request(&facts, &identity, &config.query);
         self.facts = Some(facts);
         self.identity = Some(identity);
+        self.ask_scorer(&shared, &request)
+    }
+
+    /// A failed authentication: 401, or, with `ip_limits`, whatever the scorer's
+    /// per-client-IP policy makes of it (429 or 401). Never forwarded.
+    fn unauthenticated(
+        &mut self,
+        facts: RequestFacts,
+        e: AuthError,
+        shared: &Shared,
+    ) -> HostAction {
+        let config = &shared.config;
+        // Without an address there is nothing to count against.
+        if !config.ip_limits || facts.client_ip.is_empty() {
+            let action = decision::unauthorized(&facts.request_id, e, &config.headers);
+            self.facts = Some(facts);
+            return self.apply(action, Phase::Headers);
+        }
+        let request = check::unauthenticated_request(&facts);
+        self.facts = Some(facts);
+        self.auth_error = Some(e);
+        self.ask_scorer(shared, &request)
+    }
+
+    /// Sends `request` to the scorer and pauses for the answer; applies the failure at once
+    /// when it cannot be sent.
+    fn ask_scorer(&mut self, shared: &Shared, request: &CheckRequest) -> HostAction {
+        let config = &shared.config;
         match self.host.dispatch_grpc(
             &config.scorer.cluster,
             SERVICE,
             CHECK_METHOD,
-            &check::encode(&request),
+            &check::encode(request),
             config.scorer.timeout(),
         ) {
             Ok(token) => {
@@ -206,6 +234,18 @@ impl<H: Host> Http<H> {
 
     /// Decides on a verdict source's answer and applies the decision.
     fn enforce(&mut self, verdict: Result<Verdict, ScorerFailure>, phase: Phase) -> HostAction {
+        if let Some(error) = self.auth_error {
+            let action =
+                decision::unauthenticated(verdict, self.request_id(), error, &self.header_names());
+            if action.outcome == Outcome::Throttled
+                && let Some(shared) = &self.shared
+            {
+                shared
+                    .counters
+                    .incr(&self.host, Metric::RequestsUnauthorizedThrottled);
+            }
+            return self.apply(action, phase);
+        }
         let (Some(shared), Some(facts), Some(identity)) =
             (&self.shared, &self.facts, &self.identity)
         else {
@@ -644,7 +684,8 @@ mod tests {
     fn strips_every_gateway_only_header_even_when_unauthenticated() {
         let gw = gateway(serde_json::json!({
             "strip_headers": ["x-internal"],
-            "strip_prefixes": ["x-palisade-", "x-debug-"]
+            "strip_prefixes": ["x-palisade-", "x-debug-"],
+            "ip_limits": false
         }));
         let spoofed: &[(&str, &[u8])] = &[
             ("x-gateway-token", b"v1.forged"),
@@ -703,7 +744,7 @@ mod tests {
 
     #[test]
     fn request_ids_are_generated_unless_trusted() {
-        let gw = gateway(serde_json::json!({}));
+        let gw = gateway(serde_json::json!({ "ip_limits": false }));
         gw.request(&base_headers(&[("x-request-id", b"mine")]));
         let id = gw.host.request_header("x-request-id").unwrap();
         assert!(is_uuid(&id, '4'), "{id}");
@@ -711,7 +752,7 @@ mod tests {
         assert_eq!(sent.header("x-request-id"), Some(id.as_str()));
         assert_eq!(sent.json()["request_id"], id.as_str());
 
-        let gw = gateway(serde_json::json!({ "trust_request_id": true }));
+        let gw = gateway(serde_json::json!({ "trust_request_id": true, "ip_limits": false }));
         gw.request(&base_headers(&[("x-request-id", b"trace-abc.123")]));
         assert_eq!(
             gw.host.request_header("x-request-id").unwrap(),
@@ -748,7 +789,7 @@ mod tests {
 
     #[test]
     fn missing_duplicate_empty_and_unknown_keys_get_401_without_echo() {
-        let gw = gateway(serde_json::json!({}));
+        let gw = gateway(serde_json::json!({ "ip_limits": false }));
         let cases: Vec<(Headers<'_>, &str)> = vec![
             (vec![], "missing_api_key"),
             (
@@ -789,6 +830,127 @@ mod tests {
             assert_eq!(o.key_id, "");
             assert_eq!(o.upstream_latency_us, 0);
         }
+    }
+
+    /// A request with a wrong key, after `on_http_request_headers`: paused on its Check.
+    fn failed_auth(gw: &Gateway) -> Http<FakeHost> {
+        let (http, action) = gw.request(&base_headers(&[("x-api-key", b"sk_live_guess")]));
+        assert_eq!(action, HostAction::Pause);
+        assert!(gw.host.sent().is_none(), "no answer before the scorer's");
+        http
+    }
+
+    #[test]
+    fn failed_authentication_asks_about_the_client_ip_without_the_key() {
+        let gw = gateway(serde_json::json!({}));
+        let mut http = failed_auth(&gw);
+        let r = gw.check_request();
+        assert!(r.unauthenticated);
+        assert_eq!(r.client_ip, "2001:db8::9");
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/v1/items"));
+        assert_eq!(r.user_agent, "curl/8");
+        assert!(r.key_id.is_empty() && r.tenant.is_empty() && r.tier.is_empty());
+        assert!(r.query.is_empty());
+        assert!(
+            !gw.host
+                .last_call()
+                .message
+                .windows(5)
+                .any(|w| w == b"sk_li")
+        );
+
+        gw.answer(&mut http, &decision(Decision::Allow));
+        let sent = gw.host.sent().unwrap();
+        assert_eq!(sent.status, 401);
+        assert_eq!(sent.json()["error"], "unauthorized");
+        assert_eq!(gw.host.state().resumed, 0);
+        assert!(gw.host.request_header("x-gateway-token").is_none());
+        assert_eq!(gw.host.counter("palisade_requests_unauthorized"), 1);
+        assert_eq!(gw.host.counter("palisade_requests_allowed"), 0);
+        let o = gw.finish(&mut http, 401);
+        assert_eq!(o.outcome, Outcome::Unauthorized as i32);
+        assert_eq!(o.reason, "unknown_api_key");
+        assert_eq!(o.key_id, "");
+    }
+
+    #[test]
+    fn failed_authentication_over_the_ip_limit_gets_429() {
+        let gw = gateway(serde_json::json!({}));
+        let mut http = failed_auth(&gw);
+        gw.answer(
+            &mut http,
+            &CheckResponse {
+                decision: Decision::Throttle as i32,
+                reason: "rate_limited:unauthenticated".into(),
+                retry_after_seconds: 30,
+                rate_limit: Some(RateLimit {
+                    policy: "unauthenticated".into(),
+                    ..rate_limit()
+                }),
+                ..Default::default()
+            },
+        );
+        let sent = gw.host.sent().unwrap();
+        assert_eq!(sent.status, 429);
+        assert_eq!(sent.header("retry-after"), Some("30"));
+        assert_eq!(
+            sent.header("ratelimit"),
+            Some(r#""unauthenticated";r=0;t=9"#)
+        );
+        assert_eq!(sent.json()["reason"], "auth_failures_rate_limited");
+        assert_eq!(gw.host.state().resumed, 0);
+        assert_eq!(gw.host.counter("palisade_requests_throttled"), 1);
+        assert_eq!(
+            gw.host.counter("palisade_requests_unauthorized_throttled"),
+            1
+        );
+        assert_eq!(gw.host.counter("palisade_requests_unauthorized"), 0);
+        let o = gw.finish(&mut http, 429);
+        assert_eq!(o.outcome, Outcome::Throttled as i32);
+        assert_eq!(o.reason, "auth_failures_rate_limited");
+        assert_eq!(o.key_id, "");
+    }
+
+    #[test]
+    fn failed_authentication_never_fails_open() {
+        for mode in ["fail_closed", "fail_open"] {
+            let gw = gateway(serde_json::json!({ "failure_mode": mode }));
+            // Verdicts other than THROTTLE, a gRPC error, a garbage answer.
+            for d in [Decision::Block, Decision::Flag, Decision::ShadowThrottle] {
+                let mut http = failed_auth(&gw);
+                gw.answer(&mut http, &decision(d));
+                assert_eq!(gw.host.sent().unwrap().status, 401, "{mode} {d:?}");
+            }
+            let mut http = failed_auth(&gw);
+            http.on_grpc_call_response(gw.host.last_call().token, 14, 0);
+            assert_eq!(gw.host.sent().unwrap().status, 401, "{mode} unavailable");
+            let mut http = failed_auth(&gw);
+            gw.host.state().grpc_response = Some(b"\xff\xff\xff".to_vec());
+            http.on_grpc_call_response(gw.host.last_call().token, 0, 3);
+            assert_eq!(gw.host.sent().unwrap().status, 401, "{mode} garbage");
+            // The Check cannot even be sent: answered at once.
+            gw.host.state().fail_dispatch = true;
+            let (_http, action) = gw.request(&base_headers(&[("x-api-key", b"nope")]));
+            assert_eq!(action, HostAction::Pause);
+            assert_eq!(gw.host.sent().unwrap().status, 401, "{mode} dispatch");
+
+            assert_eq!(gw.host.state().resumed, 0, "{mode}");
+            assert!(gw.host.request_header("x-gateway-token").is_none());
+            assert_eq!(gw.host.counter("palisade_requests_unauthorized"), 6);
+            assert_eq!(gw.host.counter("palisade_scorer_errors"), 3);
+            assert_eq!(gw.host.counter("palisade_fail_open"), 0);
+            assert_eq!(gw.host.counter("palisade_fail_closed"), 0);
+        }
+    }
+
+    #[test]
+    fn failed_authentication_without_a_client_address_is_just_401() {
+        let gw = gateway(serde_json::json!({}));
+        gw.host.state().properties.remove("source.address");
+        let (_http, action) = gw.request(&base_headers(&[("x-api-key", b"nope")]));
+        assert_eq!(action, HostAction::Pause);
+        assert_eq!(gw.host.sent().unwrap().status, 401);
+        assert!(gw.host.state().calls.is_empty());
     }
 
     #[test]
@@ -1065,11 +1227,13 @@ mod tests {
         assert!(gw.host.request_header("x-gateway-token").is_some());
         assert_eq!(gw.host.state().resumed, 0);
 
+        // The failed authentication's own Check cannot be sent either: still 401.
         let (_http, _) = gw.request(&base_headers(&[("x-api-key", b"nope")]));
         assert_eq!(gw.host.sent().unwrap().status, 401);
+        assert!(gw.host.request_header("x-gateway-token").is_none());
 
         assert_eq!(gw.host.counter("palisade_fail_open"), 2);
-        assert_eq!(gw.host.counter("palisade_scorer_errors"), 2);
+        assert_eq!(gw.host.counter("palisade_scorer_errors"), 3);
         assert_eq!(gw.host.counter("palisade_requests_allowed"), 0);
     }
 

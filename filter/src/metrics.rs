@@ -31,11 +31,15 @@ pub enum Metric {
     ReportsSent,
     /// Outcomes dropped: queue overflow or a failed `Report` call.
     ReportsDropped,
+    /// Failed authentications answered 429 (the client address is over the scorer's
+    /// `unauthenticated` policy). Also counted in [`Metric::RequestsThrottled`], so that
+    /// counter stays "every 429"; this one tells credential stuffing apart.
+    RequestsUnauthorizedThrottled,
 }
 
 impl Metric {
     /// Every counter, in definition order.
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 12] = [
         Metric::RequestsAllowed,
         Metric::RequestsFlagged,
         Metric::RequestsUnauthorized,
@@ -47,6 +51,7 @@ impl Metric {
         Metric::FailClosed,
         Metric::ReportsSent,
         Metric::ReportsDropped,
+        Metric::RequestsUnauthorizedThrottled,
     ];
 
     /// The name Envoy exposes.
@@ -63,6 +68,7 @@ impl Metric {
             Self::FailClosed => "palisade_fail_closed",
             Self::ReportsSent => "palisade_reports_sent",
             Self::ReportsDropped => "palisade_reports_dropped",
+            Self::RequestsUnauthorizedThrottled => "palisade_requests_unauthorized_throttled",
         }
     }
 
@@ -151,6 +157,7 @@ mod tests {
                 "palisade_fail_closed",
                 "palisade_reports_sent",
                 "palisade_reports_dropped",
+                "palisade_requests_unauthorized_throttled",
             ]
         );
         for (i, m) in Metric::ALL.iter().enumerate() {

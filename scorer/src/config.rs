@@ -111,6 +111,13 @@ pub struct LimitsConfig {
     pub keys: BTreeMap<String, PolicyConfig>,
     /// Per key and route limits, checked with the key's policy (`[[limits.routes]]`).
     pub routes: Vec<RouteConfig>,
+    /// Per client IP limits for requests that failed authentication
+    /// (`[limits.unauthenticated]`), policy name `unauthenticated`. Credential stuffing
+    /// comes from few addresses and many wrong keys: the filter asks about each failure and
+    /// answers 429 instead of 401 once an address is over this. `None` (only from code; a file
+    /// can make it `shadow`): failed authentications are never throttled. Authenticated
+    /// requests never count here.
+    pub unauthenticated: Option<PolicyConfig>,
     /// How often idle per-key state is swept from memory, in ms.
     pub sweep_interval_ms: u64,
 }
@@ -141,10 +148,24 @@ impl Default for LimitsConfig {
             tiers,
             keys: BTreeMap::new(),
             routes: Vec::new(),
+            unauthenticated: Some(PolicyConfig {
+                // A person mistyping a key, or a misconfigured client retrying a few times a
+                // second, stays under 30 a minute; a stuffing run from one address is cut to
+                // 300 guesses an hour (7,200 a day) instead of thousands a second. Both stay
+                // under AUTO_LOG_LIMIT, so the exact log counts them.
+                windows: vec![
+                    WindowConfig::new(30, 60_000),
+                    WindowConfig::new(300, 3_600_000),
+                ],
+                ..PolicyConfig::default()
+            }),
             sweep_interval_ms: 30_000,
         }
     }
 }
+
+/// Name of the per-client-IP policy for failed authentications (metrics, `RateLimit-Policy`).
+pub const UNAUTHENTICATED_POLICY: &str = "unauthenticated";
 
 /// Window-counting algorithm.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -336,8 +357,21 @@ impl Config {
         for (name, policy) in &l.tiers {
             validate_policy(&format!("limits.tiers.{name}"), name, policy, &mut p);
         }
+        if l.tiers.contains_key(UNAUTHENTICATED_POLICY) {
+            p.push(format!(
+                "limits.tiers.{UNAUTHENTICATED_POLICY}: the name is reserved for limits.unauthenticated"
+            ));
+        }
         for (name, policy) in &l.keys {
             validate_policy(&format!("limits.keys.{name}"), name, policy, &mut p);
+        }
+        if let Some(policy) = &l.unauthenticated {
+            validate_policy(
+                "limits.unauthenticated",
+                UNAUTHENTICATED_POLICY,
+                policy,
+                &mut p,
+            );
         }
         route::validate(&l.routes, &mut p);
         self.redis.validate(&mut p);
@@ -470,6 +504,47 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing `{needle}` in:\n{all}");
         }
+    }
+
+    #[test]
+    fn the_unauthenticated_policy_is_on_by_default_and_validated() {
+        let d = LimitsConfig::default();
+        let windows = &d.unauthenticated.as_ref().unwrap().windows;
+        assert_eq!(windows[0], WindowConfig::new(30, 60_000));
+        let c = Config::from_toml_str(
+            "[limits.unauthenticated]\nwindows = [{ limit = 3, window = \"1m\" }]\nshadow = true\n",
+            "t",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let u = c.limits.unauthenticated.unwrap();
+        assert_eq!(u.windows, [WindowConfig::new(3, 60_000)]);
+        assert!(u.shadow);
+        let all = invalid(
+            r#"
+            [limits.unauthenticated]
+            windows = [{ limit = 0, window = "1s" }, { limit = 5, window = "0ms" }]
+            "#,
+        )
+        .join("\n");
+        for needle in [
+            "limits.unauthenticated.windows[0].limit: must be >= 1",
+            "limits.unauthenticated.windows[1].window: must be > 0",
+        ] {
+            assert!(all.contains(needle), "missing `{needle}` in:\n{all}");
+        }
+        let reserved =
+            invalid("[limits.tiers.unauthenticated]\nwindows = [{ limit = 1, window = \"1s\" }]\n")
+                .join("\n");
+        assert!(
+            reserved.contains("limits.tiers.unauthenticated: the name is reserved"),
+            "{reserved}"
+        );
+        let empty = invalid("[limits.unauthenticated]\n").join("\n");
+        assert!(
+            empty.contains("limits.unauthenticated.windows: at least one window"),
+            "{empty}"
+        );
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //! the result into a verdict. Its only I/O is the optional Redis store of the windows
 //! ([`SharedLimiter`]); the gRPC service is a thin adapter over it.
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    net::{IpAddr, Ipv6Addr},
+    sync::Arc,
+};
 
 use arc_swap::ArcSwap;
 use palisade_proto::v1::{
@@ -129,18 +134,34 @@ impl Engine {
             ClockSource::Request if req.timestamp_ms > 0 => req.timestamp_ms as u64,
             _ => local_now_ms,
         };
-        // The key's policy and a matching route's are checked together, all or nothing; a
-        // shadow policy next to an enforcing one is checked on its own, never refusing.
-        let key_policy = policies.table.resolve(&req.key_id, &req.tier);
-        let route = policies.table.route(&req.method, &req.path);
-        let all: Vec<&Arc<Policy>> = std::iter::once(key_policy).chain(route).collect();
+        // A failed authentication counts against its client address alone; key and route
+        // policies apply only to authenticated requests. The key's policy and a matching
+        // route's are checked together, all or nothing; a shadow policy next to an enforcing
+        // one is checked on its own, never refusing.
+        let (subject, all): (Cow<'_, str>, Vec<&Arc<Policy>>) = if req.unauthenticated {
+            let Some(policy) = policies.table.unauthenticated() else {
+                return Ok(self.not_limited());
+            };
+            // validate_check guarantees a parseable address.
+            let ip = req.client_ip.parse().map_err(|_| {
+                ScorerError::InvalidArgument("client_ip: must be an IPv4 or IPv6 address".into())
+            })?;
+            (Cow::Owned(ip_subject(ip)), vec![policy])
+        } else {
+            let key_policy = policies.table.resolve(&req.key_id, &req.tier);
+            let route = policies.table.route(&req.method, &req.path);
+            (
+                Cow::Borrowed(req.key_id.as_str()),
+                std::iter::once(key_policy).chain(route).collect(),
+            )
+        };
         let (main, shadows): (Vec<&Arc<Policy>>, Vec<&Arc<Policy>>) =
             if all.iter().all(|p| p.shadow) {
                 (all, Vec::new())
             } else {
                 all.into_iter().partition(|p| !p.shadow)
             };
-        let limited = self.limit(&req.key_id, &main, now).await;
+        let limited = self.limit(&subject, &main, now).await;
         let (outcome, policy) = match limited {
             Limited::Decided(outcome, _, owner) => (outcome, main[owner.min(main.len() - 1)]),
             Limited::Admitted => (verdict::unavailable(true), main[0]),
@@ -155,8 +176,7 @@ impl Engine {
         }
         if outcome.admitted && matches!(limited, Limited::Decided(..)) {
             for shadow in shadows {
-                if let Limited::Decided(o, degraded, _) =
-                    self.limit(&req.key_id, &[shadow], now).await
+                if let Limited::Decided(o, degraded, _) = self.limit(&subject, &[shadow], now).await
                 {
                     count(&policies, shadow, o.admitted);
                     if !o.admitted {
@@ -171,6 +191,20 @@ impl Engine {
             c.inc();
         }
         Ok(response)
+    }
+
+    /// ALLOW without a quota: no policy applies (a failed authentication with
+    /// `limits.unauthenticated` unset).
+    fn not_limited(&self) -> CheckResponse {
+        let response = CheckResponse {
+            decision: Decision::Allow as i32,
+            reason: "ok".to_owned(),
+            ..CheckResponse::default()
+        };
+        if let Some(c) = self.decisions.get(response.decision as usize) {
+            c.inc();
+        }
+        response
     }
 
     /// The windows' answer for `policies` of `subject` (all or nothing): Redis when configured
@@ -297,6 +331,23 @@ fn is_visible_ascii(s: &str, max: usize) -> bool {
     (1..=max).contains(&s.len()) && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
+/// The limiter subject of a failed authentication: `ip:<address>` for IPv4 (an IPv4-mapped
+/// IPv6 address counts as its IPv4 address), `ip:<prefix>/64` for IPv6. A host is usually
+/// given a whole /64, so counting single IPv6 addresses would let it rotate through 2^64 of
+/// them and never be throttled; the cost is that hosts sharing a /64 share the quota, as
+/// hosts behind one IPv4 NAT do. Never contains `{` or `}`, so it is safe inside the Redis
+/// hash tag, and never equals a key id (those cannot contain `:`).
+pub fn ip_subject(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let prefix = Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("ip:{prefix}/64")
+        }
+    }
+}
+
 fn validate_check(r: &CheckRequest) -> Result<(), ScorerError> {
     if !is_visible_ascii(&r.request_id, 128) {
         return Err(invalid(
@@ -304,7 +355,21 @@ fn validate_check(r: &CheckRequest) -> Result<(), ScorerError> {
             "must be 1 to 128 visible ASCII characters",
         ));
     }
-    if !is_valid_name(&r.key_id) {
+    if r.unauthenticated {
+        // No identity: the client address is the subject.
+        if !r.key_id.is_empty() {
+            return Err(invalid("key_id", "must be empty when unauthenticated"));
+        }
+        if !r.tier.is_empty() {
+            return Err(invalid("tier", "must be empty when unauthenticated"));
+        }
+        if r.client_ip.parse::<IpAddr>().is_err() {
+            return Err(invalid(
+                "client_ip",
+                "must be an IPv4 or IPv6 address when unauthenticated",
+            ));
+        }
+    } else if !is_valid_name(&r.key_id) {
         return Err(invalid("key_id", "must match [A-Za-z0-9_-]{1,64}"));
     }
     if !r.tier.is_empty() && !is_valid_name(&r.tier) {
@@ -528,6 +593,184 @@ mod tests {
                 .render()
                 .contains("palisade_check_invalid_total 6")
         );
+    }
+
+    fn failed_auth(ip: &str, t: i64) -> CheckRequest {
+        CheckRequest {
+            key_id: String::new(),
+            tier: String::new(),
+            client_ip: ip.into(),
+            unauthenticated: true,
+            ..req("", "", t)
+        }
+    }
+
+    fn with_unauthenticated(limit: u32) -> Engine {
+        let limits = LimitsConfig {
+            unauthenticated: Some(crate::config::PolicyConfig {
+                windows: vec![crate::config::WindowConfig::new(limit, 60_000)],
+                ..Default::default()
+            }),
+            ..LimitsConfig::default()
+        };
+        Engine::new(&limits, Arc::new(Metrics::new()))
+    }
+
+    #[tokio::test]
+    async fn failed_authentications_are_limited_per_client_ip() {
+        let e = with_unauthenticated(3);
+        for t in 0..3 {
+            let r = e.check(&failed_auth("10.0.0.1", t), 0).await.unwrap();
+            assert_eq!(r.decision, Decision::Allow as i32, "at {t}");
+        }
+        let r = e.check(&failed_auth("10.0.0.1", 3), 0).await.unwrap();
+        assert_eq!(r.decision, Decision::Throttle as i32);
+        assert_eq!(r.reason, "rate_limited:unauthenticated");
+        assert_eq!(r.retry_after_seconds, 60);
+        let rl = r.rate_limit.unwrap();
+        assert_eq!(
+            (rl.policy.as_str(), rl.limit, rl.remaining),
+            ("unauthenticated", 3, 0)
+        );
+        // Another address has its own quota.
+        let other = e.check(&failed_auth("10.0.0.2", 4), 0).await.unwrap();
+        assert_eq!(other.decision, Decision::Allow as i32);
+        // Authenticated traffic from the throttled address is not punished for its failures.
+        for t in 5..10 {
+            let r = e.check(&req("bob", "free", t), 0).await.unwrap();
+            assert_eq!(r.decision, Decision::Allow as i32, "at {t}");
+            assert_eq!(r.rate_limit.unwrap().policy, "free");
+        }
+        let text = e.metrics().render();
+        assert!(
+            text.contains(
+                r#"palisade_limiter_decisions_total{policy="unauthenticated",outcome="throttled"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"palisade_limiter_decisions_total{policy="unauthenticated",outcome="allowed"} 4"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_authentications_ignore_key_and_route_policies() {
+        let mut limits = LimitsConfig::default();
+        limits.routes.push(crate::config::RouteConfig {
+            name: "everything".into(),
+            method: None,
+            path_prefix: "/".into(),
+            windows: vec![crate::config::WindowConfig::new(1, 60_000)],
+            algorithm: None,
+            shadow: false,
+        });
+        let e = Engine::new(&limits, Arc::new(Metrics::new()));
+        // The default 30 per minute applies, not the route's 1 or the free tier's 5.
+        for t in 0..30 {
+            let r = e.check(&failed_auth("10.0.0.1", t), 0).await.unwrap();
+            assert_eq!(r.decision, Decision::Allow as i32, "at {t}");
+        }
+        let r = e.check(&failed_auth("10.0.0.1", 30), 0).await.unwrap();
+        assert_eq!(r.decision, Decision::Throttle as i32);
+    }
+
+    #[tokio::test]
+    async fn the_unauthenticated_policy_reloads() {
+        let e = with_unauthenticated(3);
+        let r = e.check(&failed_auth("10.0.0.1", 0), 0).await.unwrap();
+        assert_eq!(r.decision, Decision::Allow as i32);
+        e.reload(&LimitsConfig {
+            unauthenticated: Some(crate::config::PolicyConfig {
+                windows: vec![crate::config::WindowConfig::new(1, 60_000)],
+                ..Default::default()
+            }),
+            ..LimitsConfig::default()
+        });
+        let r = e.check(&failed_auth("10.0.0.1", 1), 0).await.unwrap();
+        assert_eq!(
+            r.decision,
+            Decision::Allow as i32,
+            "in-process windows restart"
+        );
+        let r = e.check(&failed_auth("10.0.0.1", 2), 0).await.unwrap();
+        assert_eq!(r.decision, Decision::Throttle as i32);
+        assert_eq!(r.rate_limit.unwrap().limit, 1);
+    }
+
+    #[tokio::test]
+    async fn ipv6_clients_are_limited_per_64_prefix() {
+        let e = with_unauthenticated(2);
+        for (t, ip) in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::9"]
+            .iter()
+            .enumerate()
+        {
+            let r = e.check(&failed_auth(ip, t as i64), 0).await.unwrap();
+            assert_eq!(r.decision, Decision::Allow as i32, "{ip}");
+        }
+        let r = e
+            .check(&failed_auth("2001:db8:1:2:abcd::1", 2), 0)
+            .await
+            .unwrap();
+        assert_eq!(r.decision, Decision::Throttle as i32);
+        let r = e
+            .check(&failed_auth("2001:db8:1:3::1", 3), 0)
+            .await
+            .unwrap();
+        assert_eq!(r.decision, Decision::Allow as i32);
+    }
+
+    #[test]
+    fn ip_subjects_are_normalised() {
+        let s = |ip: &str| ip_subject(ip.parse().unwrap());
+        assert_eq!(s("192.0.2.7"), "ip:192.0.2.7");
+        assert_eq!(s("::ffff:192.0.2.7"), "ip:192.0.2.7");
+        assert_eq!(s("2001:DB8:0:0:1:2:3:4"), "ip:2001:db8::/64");
+        assert_eq!(s("2001:db8:a:b::"), "ip:2001:db8:a:b::/64");
+        for ip in ["192.0.2.7", "2001:db8::1"] {
+            assert!(!s(ip).contains(['{', '}']));
+        }
+    }
+
+    #[tokio::test]
+    async fn without_the_policy_failed_authentications_are_not_throttled() {
+        let limits = LimitsConfig {
+            unauthenticated: None,
+            ..LimitsConfig::default()
+        };
+        let e = Engine::new(&limits, Arc::new(Metrics::new()));
+        for t in 0..100 {
+            let r = e.check(&failed_auth("10.0.0.1", t), 0).await.unwrap();
+            assert_eq!(r.decision, Decision::Allow as i32);
+            assert!(r.rate_limit.is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn unauthenticated_requests_must_carry_an_address_and_no_identity() {
+        let e = engine();
+        for (mutate, needle) in [
+            (
+                Box::new(|r: &mut CheckRequest| r.key_id = "bob".into())
+                    as Box<dyn Fn(&mut CheckRequest)>,
+                "key_id: must be empty",
+            ),
+            (
+                Box::new(|r: &mut CheckRequest| r.tier = "free".into()),
+                "tier: must be empty",
+            ),
+            (
+                Box::new(|r: &mut CheckRequest| r.client_ip.clear()),
+                "client_ip: must be an IPv4 or IPv6 address when unauthenticated",
+            ),
+        ] {
+            let mut r = failed_auth("10.0.0.1", 1);
+            mutate(&mut r);
+            let err = e.check(&r, 0).await.unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use crate::config::{AUTO_LOG_LIMIT, Algorithm, LimitsConfig, PolicyConfig, RouteConfig};
+use crate::config::{
+    AUTO_LOG_LIMIT, Algorithm, LimitsConfig, PolicyConfig, RouteConfig, UNAUTHENTICATED_POLICY,
+};
 
 use super::WindowSpec;
 
@@ -53,6 +55,8 @@ pub struct PolicyTable {
     /// In file order: the first match applies.
     routes: Vec<(RouteConfig, Arc<Policy>)>,
     default: Arc<Policy>,
+    /// Per client IP, for requests that failed authentication; `None`: never throttled.
+    unauthenticated: Option<Arc<Policy>>,
 }
 
 impl PolicyTable {
@@ -89,11 +93,16 @@ impl PolicyTable {
                 (r.clone(), Arc::new(policy))
             })
             .collect();
+        let unauthenticated = c
+            .unauthenticated
+            .as_ref()
+            .map(|p| Arc::new(Policy::from_config(UNAUTHENTICATED_POLICY.to_owned(), p)));
         Self {
             tiers,
             keys,
             routes,
             default,
+            unauthenticated,
         }
     }
 
@@ -113,12 +122,19 @@ impl PolicyTable {
             .map(|(_, p)| p)
     }
 
+    /// The per-client-IP policy for a request that failed authentication, if configured.
+    /// Neither key nor route policies apply to such a request.
+    pub fn unauthenticated(&self) -> Option<&Arc<Policy>> {
+        self.unauthenticated.as_ref()
+    }
+
     /// Every distinct policy name, for pre-registering metrics.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tiers
             .values()
             .chain(self.keys.values())
             .chain(self.routes.iter().map(|(_, p)| p))
+            .chain(self.unauthenticated.iter())
             .map(|p| p.name.as_str())
     }
 }
@@ -168,6 +184,24 @@ mod tests {
         assert_eq!(t.route("GET", "/api/login").unwrap().name, "route:api");
         assert!(t.route("GET", "/health").is_none());
         assert!(t.names().any(|n| n == "route:login"));
+    }
+
+    #[test]
+    fn the_unauthenticated_policy_is_resolved_apart_from_keys() {
+        let t = PolicyTable::from_config(&LimitsConfig::default());
+        let u = t.unauthenticated().unwrap();
+        assert_eq!(u.name, "unauthenticated");
+        assert_eq!(u.windows[0].limit, 30);
+        assert_eq!(u.windows[0].algorithm, Algorithm::SlidingLog);
+        assert!(t.names().any(|n| n == "unauthenticated"));
+        // A key id can never be this policy's name: key ids get `key:` prefixed.
+        assert_eq!(t.resolve("unauthenticated", "").name, "free");
+        let off = PolicyTable::from_config(&LimitsConfig {
+            unauthenticated: None,
+            ..LimitsConfig::default()
+        });
+        assert!(off.unauthenticated().is_none());
+        assert!(!off.names().any(|n| n == "unauthenticated"));
     }
 
     #[test]
