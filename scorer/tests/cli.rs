@@ -57,8 +57,10 @@ fn a_bad_config_names_every_problem_and_exits_64() {
 #[test]
 fn sigterm_drains_and_exits_cleanly() {
     let (grpc, admin) = (free_port(), free_port());
+    let spool = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .arg("serve")
+        .env("PALISADE_SPOOL_DIR", spool.path())
         .env("PALISADE_GRPC_LISTEN", format!("127.0.0.1:{grpc}"))
         .env("PALISADE_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
         .stdout(Stdio::null())
