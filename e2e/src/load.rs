@@ -202,6 +202,50 @@ where
     })
 }
 
+/// The Check request number `i` of a bench load: spread over 1,000 keys of the `bench` tier
+/// like real traffic (the benches give that tier limits the load never reaches).
+pub fn bench_check_request(i: u64) -> palisade_proto::v1::CheckRequest {
+    palisade_proto::v1::CheckRequest {
+        request_id: format!("bench-{i}"),
+        key_id: format!("bench-key-{}", i % 1_000),
+        tier: "bench".into(),
+        client_ip: "127.0.0.1".into(),
+        method: "GET".into(),
+        path: "/api/users/42".into(),
+        user_agent: "palisade-bench".into(),
+        ..Default::default()
+    }
+}
+
+/// `Check` calls over `channel` at a fixed `rate` for `seconds` (open loop, latency corrected),
+/// request `i` being [`bench_check_request`]`(i)`; a successful call counts as status 200.
+pub async fn check_at_fixed_rate(
+    channel: tonic::transport::Channel,
+    url: String,
+    rate: u32,
+    seconds: u64,
+) -> anyhow::Result<LoadReport> {
+    let spec = LoadSpec {
+        url,
+        rate,
+        duration: Duration::from_secs(seconds),
+        headers: Vec::new(),
+        max_in_flight: 512,
+        timeout: Duration::from_secs(5),
+    };
+    run_with(spec, move || {
+        let client = palisade_proto::v1::scorer_client::ScorerClient::new(channel);
+        let mut i = 0u64;
+        Ok(move || {
+            i += 1;
+            let mut c = client.clone();
+            let req = bench_check_request(i);
+            async move { c.check(req).await.ok().map(|_| 200) }
+        })
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

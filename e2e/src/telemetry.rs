@@ -6,9 +6,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use palisade_proto::v1::{
-    CheckRequest, Outcome, ReportRequest, RequestOutcome, scorer_client::ScorerClient,
-};
+use palisade_proto::v1::{Outcome, ReportRequest, RequestOutcome, scorer_client::ScorerClient};
 use palisade_scorer::{
     Config, RunningScorer,
     config::{PolicyConfig, WindowConfig},
@@ -18,7 +16,7 @@ use sqlx::{Connection, PgConnection};
 use tonic::transport::Channel;
 
 use crate::{
-    load::{self, LoadReport, LoadSpec},
+    load::{self, LoadReport},
     scorer_config,
 };
 
@@ -225,34 +223,8 @@ async fn check_latency(
         None,
         Some(background),
     ));
-    let spec = LoadSpec {
-        url: format!("http://{}", scorer.grpc_addr),
-        rate,
-        duration: Duration::from_secs(seconds),
-        headers: Vec::new(),
-        max_in_flight: 512,
-        timeout: Duration::from_secs(5),
-    };
-    let report = load::run_with(spec, move || {
-        let client = ScorerClient::new(ch);
-        let mut i = 0u64;
-        Ok(move || {
-            i += 1;
-            let mut c = client.clone();
-            let req = CheckRequest {
-                request_id: format!("check-{i}"),
-                key_id: format!("bench-key-{}", i % 1_000),
-                tier: "bench".into(),
-                client_ip: "127.0.0.1".into(),
-                method: "GET".into(),
-                path: "/api/users/42".into(),
-                user_agent: "palisade-bench".into(),
-                ..CheckRequest::default()
-            };
-            async move { c.check(req).await.ok().map(|_| 200) }
-        })
-    })
-    .await?;
+    let url = format!("http://{}", scorer.grpc_addr);
+    let report = load::check_at_fixed_rate(ch, url, rate, seconds).await?;
     bg.await??;
     scorer.stop().await?;
     Ok(report)

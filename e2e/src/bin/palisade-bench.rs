@@ -20,7 +20,7 @@ use palisade_e2e::{
     load::{self, LoadReport, LoadSpec},
     scorer_config, workspace_root,
 };
-use palisade_proto::v1::{CheckRequest, scorer_client::ScorerClient};
+use palisade_proto::v1::scorer_client::ScorerClient;
 use palisade_scorer::config::{PolicyConfig, WindowConfig};
 
 #[derive(Debug, Parser)]
@@ -342,20 +342,6 @@ async fn gateway(rate: u32, seconds: u64, rounds: u32, concurrency: u32) -> anyh
     Ok(())
 }
 
-fn check_request(i: u64) -> CheckRequest {
-    CheckRequest {
-        request_id: format!("bench-{i}"),
-        // Spread over keys like real traffic; limits high enough never to throttle.
-        key_id: format!("bench-key-{}", i % 1_000),
-        tier: "bench".into(),
-        client_ip: "127.0.0.1".into(),
-        method: "GET".into(),
-        path: "/api/users/42".into(),
-        user_agent: "palisade-bench".into(),
-        ..CheckRequest::default()
-    }
-}
-
 async fn check(
     addr: Option<String>,
     rate: u32,
@@ -410,7 +396,7 @@ async fn check(
             let mut failed = 0u64;
             while std::time::Instant::now() < deadline {
                 if client
-                    .check(check_request(n * 1_000 + c as u64))
+                    .check(load::bench_check_request(n * 1_000 + c as u64))
                     .await
                     .is_err()
                 {
@@ -450,25 +436,7 @@ async fn check(
     }
 
     // Latency at a fixed rate.
-    let spec = LoadSpec {
-        url: url.clone(),
-        rate,
-        duration: Duration::from_secs(seconds),
-        headers: Vec::new(),
-        max_in_flight: 512,
-        timeout: Duration::from_secs(5),
-    };
-    let report = load::run_with(spec, move || {
-        let client = ScorerClient::new(channel);
-        let mut i = 0u64;
-        Ok(move || {
-            i += 1;
-            let mut c = client.clone();
-            let req = check_request(i);
-            async move { c.check(req).await.ok().map(|_| 200) }
-        })
-    })
-    .await?;
+    let report = load::check_at_fixed_rate(channel, url.clone(), rate, seconds).await?;
     let degraded_in_latency = running.as_ref().map_or(0, |r| {
         degraded_decisions(r).saturating_sub(degraded_in_throughput)
     });
