@@ -385,7 +385,7 @@ impl<H: Host> Http<H> {
         if !shared.config.report.enabled {
             return;
         }
-        let outcome = self.outcome();
+        let outcome = self.take_outcome();
         if shared.outcomes.borrow_mut().push(outcome) {
             shared.counters.incr(&self.host, Metric::ReportsDropped);
         }
@@ -394,11 +394,14 @@ impl<H: Host> Http<H> {
     /// The outcome record. `status` is Envoy's `response.code` (what the client got),
     /// `request_bytes` / `response_bytes` are Envoy's `request.total_size` /
     /// `response.total_size` (headers plus body, as Envoy counted them).
-    fn outcome(&self) -> RequestOutcome {
-        let facts = self.facts.clone().unwrap_or_default();
-        let identity = self.identity.clone().unwrap_or_default();
-        let (outcome, reason) = match &self.decided {
-            Some(d) => (d.outcome, d.reason.clone()),
+    ///
+    /// Called once, from `on_log`, the stream's last callback: it moves the request's facts
+    /// into the record instead of copying them.
+    fn take_outcome(&mut self) -> RequestOutcome {
+        let facts = self.facts.take().unwrap_or_default();
+        let identity = self.identity.take().unwrap_or_default();
+        let (outcome, reason) = match self.decided.take() {
+            Some(d) => (d.outcome, d.reason),
             None if self.pending.is_some() => (Outcome::Unspecified, "aborted_during_check".into()),
             None => (Outcome::Unspecified, "incomplete".into()),
         };
@@ -413,25 +416,26 @@ impl<H: Host> Http<H> {
             (Some(done), started) if started > 0 => done.saturating_sub(started) / 1_000,
             _ => 0,
         };
+        let timestamp_ms = facts.timestamp_ms();
         RequestOutcome {
-            request_id: facts.request_id.clone(),
+            request_id: facts.request_id,
             key_id: identity.key_id,
             tenant: identity.tenant,
             tier: identity.tier,
-            client_ip: facts.client_ip.clone(),
-            method: facts.method.clone(),
-            path: facts.path.clone(),
-            user_agent: facts.user_agent.clone(),
+            client_ip: facts.client_ip,
+            method: facts.method,
+            path: facts.path,
+            user_agent: facts.user_agent,
             outcome: outcome as i32,
             status,
             upstream_latency_us: self.upstream_latency_us,
             gateway_latency_us,
             request_bytes: self.size_property("request"),
             response_bytes: self.size_property("response"),
-            timestamp_ms: facts.timestamp_ms(),
+            timestamp_ms,
             reason,
             anomaly_score: self.score.0,
-            model_version: self.score.1.clone(),
+            model_version: std::mem::take(&mut self.score.1),
             backend_latency_us: self.backend_latency_us,
             route: String::new(),
         }

@@ -102,7 +102,9 @@ impl LocalLimiter {
             else {
                 continue;
             };
-            now = now.max(fresh_entry(map, entry, policy).last_ms);
+            if let Some(state) = fresh_entry(map, entry, policy) {
+                now = now.max(state.last_ms);
+            }
         }
         for (entry, policy) in entries.iter().zip(policies) {
             let Some(state) = guards
@@ -141,20 +143,7 @@ impl LocalLimiter {
     pub fn check(&self, subject: &str, policy: &Arc<Policy>, now_ms: u64) -> Outcome {
         self.newest_ms.fetch_max(now_ms, Ordering::Relaxed);
         let mut shard = self.shard(subject).lock();
-        let fresh = shard
-            .get(subject)
-            .is_none_or(|s| !Arc::ptr_eq(&s.policy, policy) && *s.policy != **policy);
-        if fresh {
-            shard.insert(
-                subject.to_owned(),
-                Subject {
-                    policy: Arc::clone(policy),
-                    windows: policy.windows.iter().map(WindowState::new).collect(),
-                    last_ms: 0,
-                },
-            );
-        }
-        let Some(entry) = shard.get_mut(subject) else {
+        let Some(entry) = fresh_entry(&mut shard, subject, policy) else {
             // Inserted above under the same lock; kept total rather than panicking.
             let mut windows: Vec<_> = policy.windows.iter().map(WindowState::new).collect();
             return check_all(&policy.windows, &mut windows, now_ms);
@@ -190,21 +179,25 @@ impl LocalLimiter {
 }
 
 /// The entry `key`, created afresh when missing or built for another policy (a reload).
+/// The key is copied only when an entry is created, not on every request. `None` cannot
+/// happen (the entry is inserted under the caller's lock); callers stay total anyway.
 fn fresh_entry<'a>(
     map: &'a mut HashMap<String, Subject>,
     key: &str,
     policy: &Arc<Policy>,
-) -> &'a mut Subject {
-    let new = || Subject {
-        policy: Arc::clone(policy),
-        windows: policy.windows.iter().map(WindowState::new).collect(),
-        last_ms: 0,
-    };
-    let entry = map.entry(key.to_owned()).or_insert_with(new);
-    if !Arc::ptr_eq(&entry.policy, policy) && *entry.policy != **policy {
-        *entry = new();
+) -> Option<&'a mut Subject> {
+    let stale = map
+        .get(key)
+        .is_none_or(|s| !Arc::ptr_eq(&s.policy, policy) && *s.policy != **policy);
+    if stale {
+        let fresh = Subject {
+            policy: Arc::clone(policy),
+            windows: policy.windows.iter().map(WindowState::new).collect(),
+            last_ms: 0,
+        };
+        map.insert(key.to_owned(), fresh);
     }
-    entry
+    map.get_mut(key)
 }
 
 #[cfg(test)]
