@@ -12,22 +12,12 @@ use std::{
 use anyhow::Context;
 use palisade_scorer::{
     config::{Algorithm, RedisConfig},
-    limiter::{Policy, WindowSpec, redis::RedisStore},
+    limiter::{
+        Policy, WindowSpec,
+        redis::{RedisStore, SCRIPT_COMMANDS},
+    },
 };
 use redis::aio::MultiplexedConnection;
-
-/// Commands the check script runs inside Redis (counted in `commandstats` too, but they are
-/// not round trips).
-const SCRIPT_INNER: [&str; 8] = [
-    "zrange",
-    "zremrangebyscore",
-    "zcard",
-    "zadd",
-    "pexpire",
-    "hget",
-    "hmget",
-    "hset",
-];
 
 /// Reads a Redis' command statistics.
 #[derive(Debug, Clone)]
@@ -87,7 +77,7 @@ impl Stats {
             .await?
             .iter()
             .filter(|(name, _)| {
-                !SCRIPT_INNER.contains(&name.as_str())
+                !SCRIPT_COMMANDS.contains(&name.as_str())
                     && !name.starts_with("info")
                     && !name.starts_with("config")
             })
