@@ -79,10 +79,7 @@ fn features(c: &mut Criterion) {
     let paths: Vec<String> = (0..64)
         .map(|i| format!("/api/items/{}", 1000 + i))
         .collect();
-    let query = vec![
-        ("page".to_owned(), "3".to_owned()),
-        ("q".to_owned(), "shoes".to_owned()),
-    ];
+    let query = [("page", "3"), ("q", "shoes")];
     let mut key = KeyFeatures::default();
     let mut t = 1_700_000_000_000i64;
     let event = |key: &mut KeyFeatures, t: i64, i: usize| {

@@ -61,6 +61,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Security events.
     pub events: crate::events::EventsConfig,
+    /// Behavioural detection.
+    pub detect: crate::detect::DetectConfig,
 }
 
 /// `[server]`.
@@ -376,6 +378,7 @@ impl Config {
         route::validate(&l.routes, &mut p);
         self.redis.validate(&mut p);
         self.events.validate(&mut p);
+        self.detect.validate(&mut p);
         if p.is_empty() {
             Ok(())
         } else {

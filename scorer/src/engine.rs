@@ -18,6 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::{
     config::{ClockSource, DegradedMode, LimitsConfig, is_valid_name},
+    detect::{Detector, Observation, features},
     error::ScorerError,
     events::EventSink,
     limiter::{LocalLimiter, Outcome, Policy, PolicyTable, SharedLimiter},
@@ -47,6 +48,8 @@ pub struct Engine {
     decisions: [Counter; 7],
     outcomes: [Counter; 10],
     events: Option<Arc<EventSink>>,
+    /// Behavioural detection; `None` when `[detect] enabled = false`.
+    detector: Option<Arc<Detector>>,
 }
 
 impl Engine {
@@ -62,6 +65,7 @@ impl Engine {
             decisions,
             outcomes,
             events: None,
+            detector: None,
         };
         engine.metrics.tracked_subjects.set(0);
         engine
@@ -99,6 +103,17 @@ impl Engine {
     pub fn with_events(mut self, sink: Option<Arc<EventSink>>) -> Self {
         self.events = sink;
         self
+    }
+
+    /// Scores keys' behaviour with `detector`.
+    pub fn with_detector(mut self, detector: Arc<Detector>) -> Self {
+        self.detector = Some(detector);
+        self
+    }
+
+    /// The detector, when detection is on.
+    pub fn detector(&self) -> Option<&Arc<Detector>> {
+        self.detector.as_ref()
     }
 
     /// The event sink, when events are recorded.
@@ -187,6 +202,11 @@ impl Engine {
                 }
             }
         }
+        if !req.unauthenticated
+            && let Some(detector) = &self.detector
+        {
+            detect(detector, req, &mut response, now);
+        }
         if let Some(c) = self.decisions.get(response.decision as usize) {
             c.inc();
         }
@@ -270,6 +290,57 @@ impl Engine {
         let removed = self.limiter.sweep();
         self.metrics.tracked_subjects.set(self.limiter.len() as i64);
         removed
+    }
+}
+
+/// Runs the detection step for an authenticated request and folds the model's verdict into
+/// `response`: the more severe of the two stands, with its reason.
+fn detect(detector: &Arc<Detector>, req: &CheckRequest, response: &mut CheckResponse, now: u64) {
+    let query: Vec<(&str, &str)> = req
+        .query
+        .iter()
+        .map(|p| (p.name.as_str(), p.value.as_str()))
+        .collect();
+    let path = req
+        .path
+        .split_once('?')
+        .map_or(req.path.as_str(), |(p, _)| p);
+    let outcome = match Decision::try_from(response.decision) {
+        Ok(Decision::Throttle) => features::Outcome::Throttled,
+        Ok(Decision::Block) => features::Outcome::Blocked,
+        _ => features::Outcome::Allowed,
+    };
+    let Some(a) = detector.observe(&Observation {
+        key_id: &req.key_id,
+        tier: &req.tier,
+        now_ms: i64::try_from(now).unwrap_or(i64::MAX),
+        path,
+        query: &query,
+        client_ip: &req.client_ip,
+        user_agent: &req.user_agent,
+        outcome,
+    }) else {
+        return;
+    };
+    response.anomaly_score = a.score;
+    response.model_version = a.model_version.to_string();
+    let model = a.verdict.decision;
+    if severity(model as i32) > severity(response.decision) {
+        response.decision = model as i32;
+        response.reason = a.verdict.reason;
+        response.retry_after_seconds = a.retry_after_seconds;
+    }
+}
+
+/// Allow < flag < shadow throttle < shadow block < throttle < block.
+fn severity(decision: i32) -> u8 {
+    match Decision::try_from(decision) {
+        Ok(Decision::Flag) => 1,
+        Ok(Decision::ShadowThrottle) => 2,
+        Ok(Decision::ShadowBlock) => 3,
+        Ok(Decision::Throttle) => 4,
+        Ok(Decision::Block) => 5,
+        _ => 0,
     }
 }
 

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub redis: RedisMetrics,
     /// `palisade_events_*`.
     pub events: crate::events::EventMetrics,
+    /// `palisade_detect_*`.
+    pub detect: crate::detect::DetectMetrics,
 }
 
 impl Default for Metrics {
@@ -157,6 +159,7 @@ impl Metrics {
         );
         let redis = RedisMetrics::register(&mut registry);
         let events = crate::events::EventMetrics::register(&mut registry);
+        let detect = crate::detect::DetectMetrics::register(&mut registry);
         Self {
             registry,
             decisions,
@@ -172,6 +175,7 @@ impl Metrics {
             tracked_subjects,
             redis,
             events,
+            detect,
         }
     }
 

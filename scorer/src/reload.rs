@@ -38,6 +38,9 @@ impl Reloader {
     pub fn reload(&self) -> Result<String, ConfigError> {
         let config = Config::load(self.path.as_deref(), |k| std::env::var(k).ok())?;
         self.engine.reload(&config.limits);
+        if let Some(d) = self.engine.detector() {
+            d.reload(&config.detect);
+        }
         let mut summary = format!(
             "reloaded limits: {} tiers, {} key overrides",
             config.limits.tiers.len(),

@@ -18,6 +18,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::{
     admin::{self, AdminState},
     config::Config,
+    detect::Detector,
     engine::Engine,
     events::EventSink,
     limiter::{SharedLimiter, redis::RedisStoreError},
@@ -50,7 +51,11 @@ pub enum ServeError {
 /// recording events when `[events]` says so.
 pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> Result<Engine, ServeError> {
     let sink = EventSink::start(&config.events, metrics.events.clone())?;
-    let engine = Engine::new(&config.limits, Arc::clone(&metrics)).with_events(sink);
+    let mut engine = Engine::new(&config.limits, Arc::clone(&metrics)).with_events(sink);
+    if config.detect.enabled {
+        let detector = Detector::new(&config.detect, metrics.detect.clone());
+        engine = engine.with_detector(Arc::new(detector));
+    }
     if !config.redis.enabled() {
         return Ok(engine);
     }

@@ -78,7 +78,7 @@ pub struct Event<'a> {
     /// Normalised path, without the query string.
     pub path: &'a str,
     /// Query parameters.
-    pub query: &'a [(String, String)],
+    pub query: &'a [(&'a str, &'a str)],
     /// Client address.
     pub client_ip: &'a str,
     /// User-Agent header.
@@ -163,9 +163,16 @@ impl Window {
         (mean, (s2 / n - mean * mean).max(0.0))
     }
 
-    /// The seven features of this horizon, in [`FEATURE_NAMES`] order.
-    fn features(&self, now: i64, horizon_ms: i64) -> [f64; 7] {
-        let requests = self.requests.get(now, self.tau_ms);
+    /// The seven features of this horizon, in [`FEATURE_NAMES`] order, for a key first seen
+    /// `age_ms` ago. A decayed sum over a key younger than the time constant has not filled
+    /// yet; the count is scaled by `1 / (1 - e^(-age / tau))` (as Adam corrects its moments) so
+    /// a new key reads at the rate it actually runs, not as an unusually quiet one; the age is
+    /// taken as at least a 24th of `tau`.
+    fn features(&self, now: i64, horizon_ms: i64, age_ms: i64) -> [f64; 7] {
+        // At most 24 times the observed rate: a minute-old key is not read as a day of traffic.
+        let age = (age_ms as f64).max(self.tau_ms / 24.0);
+        let fill = 1.0 - (-age / self.tau_ms).exp();
+        let requests = self.requests.get(now, self.tau_ms) / fill;
         let unique = self
             .endpoints
             .iter()
@@ -197,6 +204,7 @@ pub struct KeyFeatures {
     hours_recent: [Decayed; 24],
     hours_baseline: [Decayed; 24],
     last_ms: Option<i64>,
+    first_ms: Option<i64>,
     profile: Profile,
 }
 
@@ -211,6 +219,7 @@ impl Default for KeyFeatures {
             hours_recent: [Decayed::default(); 24],
             hours_baseline: [Decayed::default(); 24],
             last_ms: None,
+            first_ms: None,
             profile: Profile::default(),
         }
     }
@@ -222,6 +231,7 @@ impl KeyFeatures {
         let now = e.ts_ms;
         let gap_s = self.last_ms.map(|l| (now - l).max(0) as f64 / 1000.0);
         self.last_ms = Some(self.last_ms.map_or(now, |l| l.max(now)));
+        self.first_ms = Some(self.first_ms.map_or(now, |f| f.min(now)));
         let route = Route::parse(e.path);
         for (_, w) in &mut self.windows {
             w.observe(now, &route.template, e.outcome, gap_s);
@@ -239,7 +249,8 @@ impl KeyFeatures {
     pub fn vector(&mut self, now_ms: i64) -> [f64; 32] {
         let mut v = [0.0; 32];
         for (i, (h, w)) in self.windows.iter().enumerate() {
-            v[i * 7..i * 7 + 7].copy_from_slice(&w.features(now_ms, *h));
+            let age = now_ms - self.first_ms.unwrap_or(now_ms);
+            v[i * 7..i * 7 + 7].copy_from_slice(&w.features(now_ms, *h, age));
         }
         let hourly = self.windows[1].1.distribution(now_ms);
         v[21] = js_divergence(&hourly, &self.baseline.distribution(now_ms));
@@ -340,12 +351,20 @@ mod tests {
             k.observe(&event(i * 1000, "/api/a", outcome));
         }
         let v = k.vector(59_000);
-        // Decayed with tau = 60 s, 60 one-per-second requests sum to about 60 (1 - 1/e) = 38.
-        assert!((v[idx("requests_1m")] - 38.2).abs() < 1.0, "{}", v[0]);
+        // Decayed with tau = 60 s, 60 one-per-second requests sum to about 60 (1 - 1/e) = 38;
+        // the key is 59 s old, so the sum is read as that of a full minute: about 60.
+        assert!((v[idx("requests_1m")] - 60.0).abs() < 2.0, "{}", v[0]);
         assert!((v[idx("rps_1m")] - v[idx("requests_1m")] / 60.0).abs() < 1e-9);
         assert!((v[idx("blocked_ratio_1m")] - 0.1).abs() < 0.03);
         assert!((v[idx("throttled_ratio_1m")] - 0.1).abs() < 0.03);
-        assert!((v[idx("requests_24h")] - 60.0).abs() < 0.1);
+        // Young against a day: read as if the hour had been a 24th of it, not extrapolated
+        // from the first minute.
+        let fill = 1.0 - (-1.0f64 / 24.0).exp();
+        assert!(
+            (v[idx("requests_24h")] - 60.0 / fill).abs() < 1.0,
+            "{}",
+            v[14]
+        );
         assert_eq!(v[idx("unique_endpoints_1m")], 1.0);
         assert_eq!(v[idx("endpoint_entropy_1m")], 0.0);
         // Perfectly regular one-second gaps.

@@ -9,11 +9,16 @@
 //!   key's own baseline (pure; time passed in).
 //! - [`profile`]: object IDs per route, parameter and client diversity (low-and-slow signals).
 //! - [`sketch`]: decayed counters, HyperLogLog and capped maps that bound memory per key.
+//! - [`detector`]: the Check path's detection step (features, cadence, risk, verdict) and
+//!   retraining off the request path with its drift gate.
+//! - [`config`]: the `detect` section of the configuration.
 //! - [`risk`]: a key's decaying risk and the graduated, per-tier, shadow-by-default response.
 //! - [`dataset`]: strict numeric CSV for the offline CLI.
 //! - [`evaluation`]: ROC AUC and precision/recall against labels.
 
+pub mod config;
 pub mod dataset;
+pub mod detector;
 pub mod evaluation;
 pub mod features;
 pub mod forest;
@@ -22,5 +27,7 @@ pub mod profile;
 pub mod risk;
 pub mod sketch;
 
+pub use config::{DetectConfig, TrainingConfig};
+pub use detector::{ActiveModel, Assessment, DetectMetrics, Detector, Observation, Retrained};
 pub use forest::{ForestError, ForestParams, IsolationForest};
 pub use model::{Model, ModelError, Schema, ThresholdSpec};

@@ -183,7 +183,7 @@ impl Profile {
         &mut self,
         now_ms: i64,
         route: &Route,
-        query: &[(String, String)],
+        query: &[(&str, &str)],
         ip: &str,
         user_agent: &str,
     ) {
@@ -318,14 +318,11 @@ mod tests {
     fn ip_agent_and_parameter_diversity() {
         let mut p = Profile::default();
         for i in 0..40 {
-            let q = vec![
-                ("page".to_owned(), (i % 5).to_string()),
-                ("q".to_owned(), format!("w{i}")),
-            ];
+            let (page, word) = ((i % 5).to_string(), format!("w{i}"));
             p.observe(
                 i,
                 &Route::parse("/api/search"),
-                &q,
+                &[("page", &page), ("q", &word)],
                 &format!("10.0.0.{i}"),
                 "ua",
             );

@@ -3,9 +3,11 @@
 //! default. Pure: scores and clock values in, a decision out.
 
 use palisade_proto::v1::Decision;
+use serde::Deserialize;
 
 /// Risk thresholds of one tier, on the anomaly-score scale `(0, 1]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TierThresholds {
     /// At or above: the backend is told in a header.
     pub flag: f64,

@@ -1,0 +1,230 @@
+//! `[detect]`: the behavioural model on the Check path, its training and its thresholds.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::Deserialize;
+
+use super::risk::TierThresholds;
+
+/// `[detect]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Keep per-key features and score them at all.
+    pub enabled: bool,
+    /// Let the model throttle and block. Off (the default) is shadow mode: would-be throttles
+    /// and blocks are answered `SHADOW_THROTTLE` / `SHADOW_BLOCK`, logged and counted, and the
+    /// request goes through. Flagging (a header to the backend) applies either way.
+    pub enforce: bool,
+    /// A key is scored once it has made this many requests (younger keys have no profile yet).
+    pub min_requests: u64,
+    /// A key is rescored after this many requests...
+    pub score_every: u32,
+    /// ...or this long after its last score, ms on the engine clock, whichever comes first.
+    pub score_interval_ms: u64,
+    /// Weight of the newest score in a key's smoothed score, in (0, 1]: 1 takes every score as
+    /// it is; lower needs an anomaly to persist over a few scorings before it counts, so a
+    /// one-off odd minute of an ordinary key is not flagged.
+    pub score_smoothing: f64,
+    /// A key's risk halves over this long without new evidence, ms.
+    pub risk_half_life_ms: u64,
+    /// Keys tracked at most; past it the least recently seen are forgotten first.
+    pub max_keys: usize,
+    /// Keys idle this long are forgotten, ms.
+    pub idle_ms: u64,
+    /// Drivers named in a verdict's explanation.
+    pub explain_top: usize,
+    /// Where trained models are kept (one file per model and an `ACTIVE` pointer), loaded at
+    /// start. Unset: models live in memory only (or in Postgres when `events.database_url` is
+    /// set).
+    pub model_dir: Option<PathBuf>,
+    /// Training.
+    pub training: TrainingConfig,
+    /// Thresholds of tiers not listed in `tiers`.
+    pub default_thresholds: TierThresholds,
+    /// Thresholds per tier, by tier name.
+    pub tiers: BTreeMap<String, TierThresholds>,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            enforce: false,
+            min_requests: 30,
+            score_every: 16,
+            score_interval_ms: 60_000,
+            score_smoothing: 0.3,
+            risk_half_life_ms: 3_600_000,
+            max_keys: 100_000,
+            idle_ms: 7 * 86_400_000,
+            explain_top: 3,
+            model_dir: None,
+            training: TrainingConfig::default(),
+            default_thresholds: TierThresholds::default(),
+            tiers: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[detect.training]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// Retrain this often, ms on the engine clock (request time with `limits.clock =
+    /// "request"`, so a replayed week retrains as a live one would).
+    pub interval_ms: u64,
+    /// Feature vectors needed before the first fit.
+    pub min_samples: usize,
+    /// Feature vectors kept for training (a uniform reservoir sample per key and time).
+    pub reservoir: usize,
+    /// Only keys at least this old give training vectors, ms: a key's first requests say
+    /// little about its habits yet.
+    pub min_key_age_ms: u64,
+    /// Trees per forest.
+    pub trees: usize,
+    /// Subsample size per tree.
+    pub sample_size: usize,
+    /// Share of training vectors taken as anomalous: sets the model's threshold.
+    pub contamination: f64,
+    /// Seed of the first fit; each retrain uses the next one.
+    pub seed: u64,
+    /// The drift gate: a retrain is held (and counted) rather than adopted when more than this
+    /// share of its training vectors scores anomalous under the model in use: a baseline
+    /// moving that far is as likely slow poisoning as a change of habits.
+    pub max_drift: f64,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 6 * 3_600_000,
+            min_samples: 256,
+            reservoir: 4_096,
+            min_key_age_ms: 3_600_000,
+            trees: 100,
+            sample_size: 256,
+            contamination: 0.01,
+            seed: 1,
+            max_drift: 0.1,
+        }
+    }
+}
+
+impl DetectConfig {
+    /// The thresholds of `tier`.
+    pub fn thresholds(&self, tier: &str) -> &TierThresholds {
+        self.tiers.get(tier).unwrap_or(&self.default_thresholds)
+    }
+
+    /// Pushes every problem, each naming its key.
+    pub fn validate(&self, p: &mut Vec<String>) {
+        for (key, v) in [
+            ("min_requests", self.min_requests),
+            ("score_every", u64::from(self.score_every)),
+            ("score_interval_ms", self.score_interval_ms),
+            ("risk_half_life_ms", self.risk_half_life_ms),
+            ("max_keys", self.max_keys as u64),
+            ("idle_ms", self.idle_ms),
+            ("training.interval_ms", self.training.interval_ms),
+            ("training.trees", self.training.trees as u64),
+        ] {
+            if v == 0 {
+                p.push(format!("detect.{key}: must be > 0"));
+            }
+        }
+        if !(self.score_smoothing > 0.0 && self.score_smoothing <= 1.0) {
+            p.push("detect.score_smoothing: must be in (0, 1]".to_owned());
+        }
+        let t = &self.training;
+        if t.sample_size < 2 {
+            p.push("detect.training.sample_size: must be at least 2".to_owned());
+        }
+        if t.min_samples < t.sample_size.clamp(2, 16) {
+            p.push(
+                "detect.training.min_samples: must be at least 2 (and 16 for real use)".to_owned(),
+            );
+        }
+        if t.reservoir < t.min_samples {
+            p.push("detect.training.reservoir: must be at least training.min_samples".to_owned());
+        }
+        if !(t.contamination > 0.0 && t.contamination <= 0.5) {
+            p.push("detect.training.contamination: must be in (0, 0.5]".to_owned());
+        }
+        if !(t.max_drift > 0.0 && t.max_drift <= 1.0) {
+            p.push("detect.training.max_drift: must be in (0, 1]".to_owned());
+        }
+        if self
+            .model_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            p.push("detect.model_dir: must not be empty".to_owned());
+        }
+        if let Err(e) = self
+            .default_thresholds
+            .validate("detect.default_thresholds")
+        {
+            p.push(e);
+        }
+        for (name, t) in &self.tiers {
+            if let Err(e) = t.validate(&format!("detect.tiers.{name}")) {
+                p.push(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_shadow() {
+        let c = DetectConfig::default();
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        assert!(p.is_empty(), "{p:?}");
+        assert!(c.enabled && !c.enforce);
+    }
+
+    #[test]
+    fn validation_names_every_key() {
+        let mut c = DetectConfig {
+            score_every: 0,
+            ..DetectConfig::default()
+        };
+        c.training.contamination = 0.7;
+        c.training.max_drift = 0.0;
+        c.tiers.insert(
+            "free".into(),
+            TierThresholds {
+                flag: 0.9,
+                throttle: 0.5,
+                block: 0.95,
+            },
+        );
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        let all = p.join("\n");
+        for key in [
+            "detect.score_every",
+            "detect.training.contamination",
+            "detect.training.max_drift",
+            "detect.tiers.free",
+        ] {
+            assert!(all.contains(key), "{key} missing in {all}");
+        }
+    }
+
+    #[test]
+    fn tiers_fall_back_to_the_default() {
+        let c: DetectConfig = toml::from_str(
+            "enforce = true\n[tiers.free]\nflag = 0.5\nthrottle = 0.6\nblock = 0.7\n",
+        )
+        .unwrap();
+        assert!(c.enforce);
+        assert_eq!(c.thresholds("free").flag, 0.5);
+        assert_eq!(c.thresholds("standard"), &TierThresholds::default());
+    }
+}

@@ -1,0 +1,1058 @@
+//! The detection step of a Check: per-key features updated in place, a key rescored now and
+//! then with the model in use, a decaying risk, and the graduated verdict. Training runs off
+//! the request path on a blocking thread and swaps the model atomically; a drift gate holds a
+//! retrain whose baseline moved too far.
+//!
+//! Cost on the Check path: one `observe` of the key's features (under one shard's lock) on
+//! every request; a feature vector and one forest score every `score_every` requests or
+//! `score_interval_ms`; an explanation only when the score crosses the flag threshold. The
+//! bench `detect_check` in `benches/forest.rs` measures it.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, BuildHasherDefault, DefaultHasher},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use ndarray::Array2;
+use palisade_proto::v1::Decision;
+use parking_lot::Mutex;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use super::{
+    config::DetectConfig,
+    features::{self, Event, FEATURE_NAMES, KeyFeatures, Outcome},
+    forest::ForestParams,
+    model::{Model, ModelError, Schema, ThresholdSpec},
+    risk::{self, ModelVerdict, Risk},
+};
+
+const SHARDS: usize = 64;
+const N: usize = FEATURE_NAMES.len();
+
+/// Features whose values span orders of magnitude (counts, rates, variances, distinct
+/// counts). The model sees `ln(1 + x)` of them, so a key ten times busier than the median is
+/// not isolated in one split just for being busy; ratios and divergences are left as they are.
+const LOG_SCALED: [&str; 15] = [
+    "requests_1m",
+    "unique_endpoints_1m",
+    "interarrival_var_1m",
+    "requests_1h",
+    "unique_endpoints_1h",
+    "interarrival_var_1h",
+    "requests_24h",
+    "unique_endpoints_24h",
+    "interarrival_var_24h",
+    "distinct_ips",
+    "distinct_user_agents",
+    "param_distinct_max",
+    "ids_distinct_max",
+    "id_spread",
+    "rps_1m",
+];
+
+/// The schema the detector's models are trained on: the feature names, log-scaled ones
+/// marked, so a model fitted on raw features (the offline CLI) is refused rather than misread.
+pub fn model_schema() -> Schema {
+    Schema::new(
+        FEATURE_NAMES
+            .iter()
+            .map(|n| {
+                if LOG_SCALED.contains(n) {
+                    format!("log1p({n})")
+                } else {
+                    (*n).to_owned()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The model input for a raw feature vector.
+pub fn model_input(raw: &[f64; N]) -> [f64; N] {
+    let mut x = *raw;
+    for (i, name) in FEATURE_NAMES.iter().enumerate() {
+        if LOG_SCALED.contains(name) {
+            x[i] = raw[i].max(0.0).ln_1p();
+        }
+    }
+    x
+}
+
+/// Labels of `palisade_detect_decisions_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LevelLabels {
+    /// flag, throttle, block, shadow_throttle, shadow_block.
+    pub decision: String,
+}
+
+/// Labels of `palisade_detect_retrains_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetrainLabels {
+    /// adopted, held (drift gate), failed.
+    pub result: String,
+}
+
+/// `palisade_detect_*`.
+#[derive(Debug, Clone)]
+pub struct DetectMetrics {
+    /// Keys with feature state in memory.
+    pub keys: Gauge,
+    /// Keys forgotten to stay within `max_keys`.
+    pub evicted: Counter,
+    /// Scores computed on the Check path.
+    pub scored: Counter,
+    /// Time of one scoring (vector, score, explanation), seconds.
+    pub score_seconds: Histogram,
+    /// Model verdicts by decision.
+    pub decisions: Family<LevelLabels, Counter>,
+    /// Retrains by result.
+    pub retrains: Family<RetrainLabels, Counter>,
+    /// Training vectors in the reservoir.
+    pub reservoir: Gauge,
+    /// 1 when a model is in use.
+    pub model_loaded: Gauge,
+    /// When the model in use was trained, seconds since the Unix epoch.
+    pub model_trained_at: Gauge,
+    /// Share of the last retrain's vectors the previous model called anomalous, per mille.
+    pub drift_permille: Gauge,
+}
+
+impl Default for DetectMetrics {
+    fn default() -> Self {
+        Self {
+            keys: Gauge::default(),
+            evicted: Counter::default(),
+            scored: Counter::default(),
+            score_seconds: Histogram::new(exponential_buckets(1e-6, 2.0, 14)),
+            decisions: Family::default(),
+            retrains: Family::default(),
+            reservoir: Gauge::default(),
+            model_loaded: Gauge::default(),
+            model_trained_at: Gauge::default(),
+            drift_permille: Gauge::default(),
+        }
+    }
+}
+
+impl DetectMetrics {
+    /// Registers every detection metric in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "detect_keys",
+            "Keys with behavioural state in memory",
+            m.keys.clone(),
+        );
+        registry.register(
+            "detect_keys_evicted",
+            "Keys forgotten to stay within detect.max_keys",
+            m.evicted.clone(),
+        );
+        registry.register(
+            "detect_scored",
+            "Per-key scores computed on the Check path",
+            m.scored.clone(),
+        );
+        registry.register(
+            "detect_score_duration_seconds",
+            "Time of one per-key scoring (features, forest, explanation)",
+            m.score_seconds.clone(),
+        );
+        registry.register(
+            "detect_decisions",
+            "Model verdicts by decision",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "detect_retrains",
+            "Model retrains by result (adopted, held, failed)",
+            m.retrains.clone(),
+        );
+        registry.register(
+            "detect_reservoir_vectors",
+            "Feature vectors kept for training",
+            m.reservoir.clone(),
+        );
+        registry.register(
+            "detect_model_loaded",
+            "1 when a model scores requests",
+            m.model_loaded.clone(),
+        );
+        registry.register(
+            "detect_model_trained_at_seconds",
+            "When the model in use was trained",
+            m.model_trained_at.clone(),
+        );
+        registry.register(
+            "detect_drift_permille",
+            "Share of the last retrain's vectors the model in use called anomalous",
+            m.drift_permille.clone(),
+        );
+        m
+    }
+
+    fn retrain(&self, result: &str) {
+        self.retrains
+            .get_or_create(&RetrainLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// A model in use and its version.
+#[derive(Debug)]
+pub struct ActiveModel {
+    /// The model.
+    pub model: Model,
+    /// `iforest-<trained_at>-<seed>`: names it in verdicts, events and the store.
+    pub version: Arc<str>,
+}
+
+impl ActiveModel {
+    /// Wraps `model` after checking it was trained on [`model_schema`].
+    pub fn new(model: Model) -> Result<Self, ModelError> {
+        model.score(&model_schema(), &[0.0; N])?;
+        let m = model.meta();
+        let version = format!("iforest-{}-{}", m.trained_at_ms, m.seed).into();
+        Ok(Self { model, version })
+    }
+}
+
+/// One request of a key, as the detector sees it.
+#[derive(Debug, Clone)]
+pub struct Observation<'a> {
+    /// The key.
+    pub key_id: &'a str,
+    /// Its tier (picks the thresholds).
+    pub tier: &'a str,
+    /// Engine clock, ms.
+    pub now_ms: i64,
+    /// Normalised path without the query string.
+    pub path: &'a str,
+    /// Query parameters.
+    pub query: &'a [(&'a str, &'a str)],
+    /// Client address.
+    pub client_ip: &'a str,
+    /// User-Agent.
+    pub user_agent: &'a str,
+    /// What the rules made of it.
+    pub outcome: Outcome,
+}
+
+/// The model's say on one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// The key's latest anomaly score.
+    pub score: f64,
+    /// The key's risk now (decayed peak).
+    pub risk: f64,
+    /// The graduated decision and its explanation.
+    pub verdict: ModelVerdict,
+    /// The model that scored it.
+    pub model_version: Arc<str>,
+    /// For a throttle: seconds until the risk decays below the throttle threshold.
+    pub retry_after_seconds: u32,
+    /// True when this request raised the key to a higher level than it was at (alert once).
+    pub escalated: bool,
+}
+
+#[derive(Debug)]
+struct KeyState {
+    features: KeyFeatures,
+    risk: Risk,
+    requests: u64,
+    since_score: u32,
+    last_score_ms: i64,
+    score: f64,
+    /// Exponentially smoothed score (`score_smoothing`); what the risk follows.
+    smoothed: f64,
+    explanation: String,
+    last_seen_ms: i64,
+    first_seen_ms: i64,
+    /// 0 allow, 1 flag, 2 throttle, 3 block: the level last reported.
+    level: u8,
+}
+
+impl KeyState {
+    fn new(now: i64) -> Self {
+        Self {
+            features: KeyFeatures::default(),
+            risk: Risk::default(),
+            requests: 0,
+            since_score: 0,
+            last_score_ms: now,
+            score: 0.0,
+            smoothed: 0.0,
+            explanation: String::new(),
+            last_seen_ms: now,
+            first_seen_ms: now,
+            level: 0,
+        }
+    }
+}
+
+/// Training vectors: a uniform reservoir sample (algorithm R) of the vectors seen at scoring.
+#[derive(Debug)]
+struct Training {
+    vectors: Vec<[f64; N]>,
+    seen: u64,
+    rng: Xoshiro256PlusPlus,
+    next_fit_ms: Option<i64>,
+    fits: u64,
+}
+
+/// What a retrain did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Retrained {
+    /// The new model is in use.
+    Adopted {
+        /// Its version.
+        version: Arc<str>,
+        /// Share of its vectors the previous model called anomalous (0 with none).
+        drift: f64,
+    },
+    /// The drift gate kept the previous model.
+    Held {
+        /// The held model's version.
+        version: Arc<str>,
+        /// Share of its vectors the previous model called anomalous.
+        drift: f64,
+    },
+    /// Too few vectors yet.
+    NotEnoughData {
+        /// Vectors in the reservoir.
+        have: usize,
+        /// Vectors needed.
+        need: usize,
+    },
+}
+
+/// Called with every model a retrain produced: adopted (`true`) or held (`false`); persists it.
+pub type ModelSink = Box<dyn Fn(&ActiveModel, bool) + Send + Sync>;
+
+/// Per-key behavioural state, the model in use and its training.
+pub struct Detector {
+    config: ArcSwap<DetectConfig>,
+    shards: Box<[Mutex<HashMap<String, KeyState>>]>,
+    hasher: BuildHasherDefault<DefaultHasher>,
+    model: ArcSwapOption<ActiveModel>,
+    training: Mutex<Training>,
+    fitting: AtomicBool,
+    schema: Schema,
+    metrics: DetectMetrics,
+    sink: Option<ModelSink>,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field(
+                "model",
+                &self.model.load().as_ref().map(|m| m.version.clone()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Detector {
+    /// A detector for `config` with no model yet.
+    pub fn new(config: &DetectConfig, metrics: DetectMetrics) -> Self {
+        let seed = config.training.seed;
+        Self {
+            config: ArcSwap::from_pointee(config.clone()),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: BuildHasherDefault::default(),
+            model: ArcSwapOption::empty(),
+            training: Mutex::new(Training {
+                vectors: Vec::new(),
+                seen: 0,
+                rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x005e_ed0f_7e5e_4701),
+                next_fit_ms: None,
+                fits: 0,
+            }),
+            fitting: AtomicBool::new(false),
+            schema: model_schema(),
+            metrics,
+            sink: None,
+        }
+    }
+
+    /// Calls `sink` with every model a retrain produces (to persist it).
+    pub fn with_sink(mut self, sink: ModelSink) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Thresholds, enforcement and cadence from a reloaded configuration; state is kept.
+    pub fn reload(&self, config: &DetectConfig) {
+        self.config.store(Arc::new(config.clone()));
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> Arc<DetectConfig> {
+        self.config.load_full()
+    }
+
+    /// The model in use.
+    pub fn model(&self) -> Option<Arc<ActiveModel>> {
+        self.model.load_full()
+    }
+
+    /// Puts `model` in use (loaded at start, or adopted by a retrain).
+    pub fn install(&self, model: Arc<ActiveModel>) {
+        self.metrics.model_loaded.set(1);
+        self.metrics
+            .model_trained_at
+            .set((model.model.meta().trained_at_ms / 1000) as i64);
+        self.model.store(Some(model));
+    }
+
+    /// Keys with state in memory.
+    pub fn keys(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// Records one request of a key and returns the model's say on it: `None` while the key
+    /// is too young, no model is in use, or detection is off. May start a retrain in the
+    /// background (never on this thread).
+    pub fn observe(self: &Arc<Self>, o: &Observation<'_>) -> Option<Assessment> {
+        let config = self.config.load();
+        if !config.enabled {
+            return None;
+        }
+        let model = self.model.load();
+        let mut vector = None;
+        let assessment = {
+            let shard = &self.shards[(self.hasher.hash_one(o.key_id) as usize) % SHARDS];
+            let mut keys = shard.lock();
+            if !keys.contains_key(o.key_id) {
+                self.make_room(&mut keys, &config, o.now_ms);
+            }
+            let state = keys
+                .entry(o.key_id.to_owned())
+                .or_insert_with(|| KeyState::new(o.now_ms));
+            state.features.observe(&Event {
+                ts_ms: o.now_ms,
+                path: o.path,
+                query: o.query,
+                client_ip: o.client_ip,
+                user_agent: o.user_agent,
+                outcome: o.outcome,
+            });
+            state.requests += 1;
+            state.since_score += 1;
+            state.last_seen_ms = state.last_seen_ms.max(o.now_ms);
+            let due = state.requests >= config.min_requests
+                && (state.since_score >= config.score_every
+                    || o.now_ms - state.last_score_ms >= config.score_interval_ms as i64);
+            if due {
+                state.since_score = 0;
+                state.last_score_ms = o.now_ms;
+                let raw = state.features.vector(o.now_ms);
+                let x = model_input(&raw);
+                if let Some(m) = model.as_ref() {
+                    self.score(m, &config, state, o, &raw, &x);
+                }
+                if o.now_ms - state.first_seen_ms >= config.training.min_key_age_ms as i64 {
+                    vector = Some(x);
+                }
+            }
+            model
+                .as_ref()
+                .filter(|_| state.requests >= config.min_requests)
+                .map(|m| assess(&config, m, state, o))
+        };
+        if let Some(x) = vector {
+            self.offer(x, o.now_ms, &config);
+        }
+        if let Some(a) = &assessment
+            && a.verdict.decision != Decision::Allow
+        {
+            self.metrics
+                .decisions
+                .get_or_create(&LevelLabels {
+                    decision: decision_label(a.verdict.decision).to_owned(),
+                })
+                .inc();
+        }
+        assessment
+    }
+
+    fn score(
+        &self,
+        m: &ActiveModel,
+        config: &DetectConfig,
+        state: &mut KeyState,
+        o: &Observation<'_>,
+        raw: &[f64; N],
+        x: &[f64; N],
+    ) {
+        let started = Instant::now();
+        let forest = m.model.forest();
+        // The schema was checked when the model was installed.
+        let Ok(score) = forest.score(x) else { return };
+        state.score = score;
+        let a = config.score_smoothing;
+        state.smoothed = if state.smoothed > 0.0 {
+            state.smoothed + a * (score - state.smoothed)
+        } else {
+            score
+        };
+        state
+            .risk
+            .update(o.now_ms, config.risk_half_life_ms as f64, state.smoothed);
+        let thresholds = config.thresholds(o.tier);
+        if state.smoothed >= thresholds.flag.max(m.model.meta().threshold) {
+            state.explanation = explain(m, raw, x, config.explain_top);
+        }
+        self.metrics.scored.inc();
+        self.metrics
+            .score_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Keeps the shard within its share of `max_keys`: idle keys go first, then the least
+    /// recently seen eighth.
+    fn make_room(&self, keys: &mut HashMap<String, KeyState>, config: &DetectConfig, now: i64) {
+        let cap = config.max_keys.div_ceil(SHARDS).max(1);
+        if keys.len() < cap {
+            self.metrics.keys.inc();
+            return;
+        }
+        let before = keys.len();
+        let idle = config.idle_ms as i64;
+        keys.retain(|_, s| now - s.last_seen_ms < idle);
+        if keys.len() >= cap {
+            let mut seen: Vec<i64> = keys.values().map(|s| s.last_seen_ms).collect();
+            let cut = seen.len() / 8;
+            seen.select_nth_unstable(cut);
+            let oldest = seen[cut];
+            let mut budget = cut.max(1);
+            keys.retain(|_, s| {
+                if budget > 0 && s.last_seen_ms <= oldest {
+                    budget -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let removed = before - keys.len();
+        self.metrics.evicted.inc_by(removed as u64);
+        self.metrics
+            .keys
+            .set(self.metrics.keys.get() - removed as i64 + 1);
+    }
+
+    /// Forgets keys idle longer than `idle_ms` at `now_ms`; returns how many.
+    pub fn sweep(&self, now_ms: i64) -> usize {
+        let idle = self.config.load().idle_ms as i64;
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut keys = shard.lock();
+            let before = keys.len();
+            keys.retain(|_, s| now_ms - s.last_seen_ms < idle);
+            removed += before - keys.len();
+        }
+        self.metrics.keys.set(self.keys() as i64);
+        removed
+    }
+
+    /// Adds a training vector; starts a retrain when one is due.
+    fn offer(self: &Arc<Self>, x: [f64; N], now: i64, config: &DetectConfig) {
+        let t = &config.training;
+        let due = {
+            let mut tr = self.training.lock();
+            tr.seen += 1;
+            if tr.vectors.len() < t.reservoir {
+                tr.vectors.push(x);
+            } else {
+                let seen = tr.seen;
+                let j = tr.rng.random_range(0..seen);
+                if let Some(slot) = tr.vectors.get_mut(j as usize) {
+                    *slot = x;
+                }
+            }
+            self.metrics.reservoir.set(tr.vectors.len() as i64);
+            let next = *tr.next_fit_ms.get_or_insert(now + t.interval_ms as i64);
+            now >= next && tr.vectors.len() >= t.min_samples
+        };
+        if !due || self.fitting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.fitting.store(false, Ordering::Release);
+            return;
+        };
+        let this = Arc::clone(self);
+        runtime.spawn_blocking(move || {
+            match this.retrain(now) {
+                Ok(r) => tracing::info!(?r, "detection model retrained"),
+                Err(e) => tracing::error!("detection model retrain failed: {e}"),
+            }
+            this.fitting.store(false, Ordering::Release);
+        });
+    }
+
+    /// Fits a model on the reservoir now (blocking: call it off the request path), runs the
+    /// drift gate and adopts or holds the result. `now_ms` is the engine clock.
+    pub fn retrain(&self, now_ms: i64) -> Result<Retrained, ModelError> {
+        let config = self.config.load_full();
+        let t = &config.training;
+        let (data, seed) = {
+            let mut tr = self.training.lock();
+            tr.next_fit_ms = Some(now_ms + t.interval_ms as i64);
+            if tr.vectors.len() < t.min_samples.max(2) {
+                return Ok(Retrained::NotEnoughData {
+                    have: tr.vectors.len(),
+                    need: t.min_samples.max(2),
+                });
+            }
+            let rows = tr.vectors.len();
+            let flat: Vec<f64> = tr.vectors.iter().flatten().copied().collect();
+            tr.fits += 1;
+            (
+                Array2::from_shape_vec((rows, N), flat)
+                    .map_err(|e| ModelError::BadThreshold(format!("training data: {e}")))?,
+                t.seed.wrapping_add(tr.fits - 1),
+            )
+        };
+        let params = ForestParams {
+            trees: t.trees,
+            sample_size: t.sample_size,
+            seed,
+        };
+        let fitted = Model::fit(
+            self.schema.clone(),
+            data.view(),
+            &params,
+            ThresholdSpec::Contamination(t.contamination),
+            now_ms.max(0) as u64,
+            &mut |_, _| {},
+        );
+        let model = match fitted {
+            Ok(m) => Arc::new(ActiveModel::new(m)?),
+            Err(e) => {
+                self.metrics.retrain("failed");
+                return Err(e);
+            }
+        };
+        let drift = match self.model.load_full() {
+            Some(current) => {
+                let scores = current.model.score_batch(&self.schema, data.view())?;
+                let cut = current.model.meta().threshold;
+                scores.iter().filter(|s| **s > cut).count() as f64 / scores.len() as f64
+            }
+            None => 0.0,
+        };
+        self.metrics
+            .drift_permille
+            .set((drift * 1000.0).round() as i64);
+        let adopt = drift <= t.max_drift;
+        if let Some(sink) = &self.sink {
+            sink(&model, adopt);
+        }
+        let version = model.version.clone();
+        if adopt {
+            self.install(model);
+            self.metrics.retrain("adopted");
+            Ok(Retrained::Adopted { version, drift })
+        } else {
+            self.metrics.retrain("held");
+            tracing::warn!(
+                %version,
+                drift,
+                max_drift = t.max_drift,
+                "retrained model held by the drift gate"
+            );
+            Ok(Retrained::Held { version, drift })
+        }
+    }
+}
+
+/// The verdict for a key from its risk now.
+fn assess(
+    config: &DetectConfig,
+    m: &ActiveModel,
+    state: &mut KeyState,
+    o: &Observation<'_>,
+) -> Assessment {
+    let half_life = config.risk_half_life_ms as f64;
+    let risk = state.risk.get(o.now_ms, half_life);
+    let mut thresholds = *config.thresholds(o.tier);
+    // Never flag below what the model itself calls anomalous.
+    let cut = m.model.meta().threshold;
+    thresholds.flag = thresholds.flag.max(cut).min(thresholds.throttle);
+    let verdict = risk::decide(risk, &thresholds, config.enforce, &state.explanation);
+    let level = match verdict.decision {
+        Decision::Flag => 1,
+        Decision::Throttle | Decision::ShadowThrottle => 2,
+        Decision::Block | Decision::ShadowBlock => 3,
+        _ => 0,
+    };
+    let escalated = level > state.level;
+    state.level = level;
+    let retry_after_seconds = if verdict.decision == Decision::Throttle && risk > 0.0 {
+        // risk * 2^(-t / half_life) < throttle  <=>  t > half_life * log2(risk / throttle)
+        let ms = half_life * (risk / thresholds.throttle).log2();
+        ((ms / 1000.0).ceil() as u32).clamp(1, 86_400)
+    } else {
+        0
+    };
+    Assessment {
+        score: state.score,
+        risk,
+        verdict,
+        model_version: m.version.clone(),
+        retry_after_seconds,
+        escalated,
+    }
+}
+
+/// `name=value (share%)` for the features that drove the score most, raw values shown.
+fn explain(m: &ActiveModel, raw: &[f64; N], x: &[f64; N], top: usize) -> String {
+    let Ok(shares) = m.model.forest().explain(x) else {
+        return String::new();
+    };
+    let mut order: Vec<usize> = (0..N).filter(|i| shares[*i] > 0.0).collect();
+    order.sort_by(|a, b| shares[*b].total_cmp(&shares[*a]));
+    order
+        .iter()
+        .take(top)
+        .map(|&i| {
+            format!(
+                "{}={} ({:.0}%)",
+                FEATURE_NAMES[i],
+                readable(raw[i]),
+                shares[i] * 100.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn readable(v: f64) -> String {
+    if (v == v.trunc() && v.abs() < 1e9) || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn decision_label(d: Decision) -> &'static str {
+    match d {
+        Decision::Flag => "flag",
+        Decision::Throttle => "throttle",
+        Decision::Block => "block",
+        Decision::ShadowThrottle => "shadow_throttle",
+        Decision::ShadowBlock => "shadow_block",
+        _ => "allow",
+    }
+}
+
+/// The schema of the raw feature vector (for CSV export and the offline CLI).
+pub fn raw_schema() -> Schema {
+    features::schema()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    fn config() -> DetectConfig {
+        let mut c = DetectConfig {
+            min_requests: 30,
+            score_every: 8,
+            ..DetectConfig::default()
+        };
+        c.training.min_samples = 64;
+        c.training.min_key_age_ms = 60 * MIN as u64;
+        c.training.interval_ms = u64::MAX / 4;
+        c
+    }
+
+    /// A key's request at `t`: `path`, optional `page`, from `ip` with `ua`.
+    fn send(
+        d: &Arc<Detector>,
+        key: &str,
+        t: i64,
+        path: &str,
+        ip: &str,
+        ua: &str,
+    ) -> Option<Assessment> {
+        d.observe(&Observation {
+            key_id: key,
+            tier: "standard",
+            now_ms: t,
+            path,
+            query: &[],
+            client_ip: ip,
+            user_agent: ua,
+            outcome: Outcome::Allowed,
+        })
+    }
+
+    /// `keys` ordinary integrations for `hours`: a handful of endpoints, a small working set of
+    /// object IDs, irregular think times, one address and agent each.
+    /// Returns the keys the model said anything but allow to.
+    fn normal_traffic(
+        d: &Arc<Detector>,
+        keys: usize,
+        from: i64,
+        hours: i64,
+        seed: u64,
+    ) -> std::collections::BTreeSet<String> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let endpoints = [
+            "/api/users/{}",
+            "/api/orders/{}",
+            "/api/items",
+            "/api/search",
+            "/api/health",
+        ];
+        let mut events = Vec::new();
+        for k in 0..keys {
+            let mut t = from + rng.random_range(0..MIN);
+            let favourite = rng.random_range(0..endpoints.len());
+            while t < from + hours * 60 * MIN {
+                let e = if rng.random_bool(0.6) {
+                    favourite
+                } else {
+                    rng.random_range(0..endpoints.len())
+                };
+                let id = 100 + rng.random_range(0..12u32) * 7;
+                events.push((t, k, endpoints[e].replace("{}", &id.to_string())));
+                t += rng.random_range(5_000..120_000);
+            }
+        }
+        events.sort();
+        let mut flagged = std::collections::BTreeSet::new();
+        for (t, k, path) in events {
+            let ip = format!("10.0.{}.{}", k / 200, k % 200);
+            let key = format!("key-{k}");
+            if let Some(a) = send(d, &key, t, &path, &ip, "client/1.0")
+                && a.verdict.decision != Decision::Allow
+            {
+                flagged.insert(format!("{key}: {}", a.verdict.reason));
+            }
+        }
+        flagged
+    }
+
+    fn trained() -> (Arc<Detector>, i64) {
+        let d = Arc::new(Detector::new(&config(), DetectMetrics::default()));
+        normal_traffic(&d, 40, 0, 30, 7);
+        let now = 30 * 60 * MIN;
+        let r = d.retrain(now).unwrap();
+        assert!(d.training.lock().vectors.len() >= 64);
+        assert!(
+            matches!(r, Retrained::Adopted { drift, .. } if drift == 0.0),
+            "{r:?}"
+        );
+        (d, now)
+    }
+
+    #[test]
+    fn silent_without_a_model_and_for_young_keys() {
+        let d = Arc::new(Detector::new(&config(), DetectMetrics::default()));
+        for i in 0..100 {
+            assert_eq!(send(&d, "a", i * 1000, "/x", "10.0.0.1", "ua"), None);
+        }
+        assert_eq!(d.keys(), 1);
+        let (d, now) = trained();
+        assert_eq!(
+            send(&d, "newcomer", now, "/api/items", "10.9.9.9", "ua"),
+            None
+        );
+    }
+
+    #[test]
+    fn an_enumerating_key_is_caught_and_explained_while_normal_keys_pass() {
+        let (d, start) = trained();
+        let mut first = None;
+        for i in 0..240 {
+            let t = start + i * 30_000;
+            let path = format!("/api/orders/{}", 5_000 + i);
+            if let Some(a) = send(
+                &d,
+                "scraper",
+                t + 4 * 60 * MIN,
+                &path,
+                "10.7.7.7",
+                "client/1.0",
+            ) && a.verdict.decision != Decision::Allow
+                && first.is_none()
+            {
+                first = Some(a);
+            }
+        }
+        let a = first.expect("the enumerating key is never flagged");
+        assert!(
+            a.verdict.reason.starts_with("anomaly:"),
+            "{}",
+            a.verdict.reason
+        );
+        assert!(a.verdict.reason.contains("id"), "{}", a.verdict.reason);
+        assert!(a.escalated);
+        assert!(a.model_version.starts_with("iforest-"));
+        // Shadow mode: never an enforced throttle or block.
+        assert!(!matches!(
+            a.verdict.decision,
+            Decision::Throttle | Decision::Block
+        ));
+
+        // The same normal population, four more hours: at most one of 40 keys flagged.
+        let flagged = normal_traffic(&d, 40, start, 4, 7);
+        assert!(flagged.len() <= 1, "normal keys flagged: {flagged:?}");
+    }
+
+    #[test]
+    fn enforcement_blocks_and_risk_decays() {
+        let (d, start) = trained();
+        let mut c = config();
+        c.enforce = true;
+        c.risk_half_life_ms = 10 * MIN as u64;
+        // No rescoring on the next request: the risk alone must decay.
+        c.score_interval_ms = 24 * 60 * MIN as u64;
+        d.reload(&c);
+        let mut worst = Decision::Allow;
+        let mut t = start;
+        for i in 0..300 {
+            t = start + i * 1_000;
+            let ip = format!("198.51.{}.{}", i % 250, i % 7);
+            let ua = format!("agent-{i}");
+            if let Some(a) = send(&d, "stolen", t, "/api/admin/export", &ip, &ua)
+                && severity(a.verdict.decision) > severity(worst)
+            {
+                worst = a.verdict.decision;
+            }
+        }
+        assert!(
+            matches!(worst, Decision::Throttle | Decision::Block),
+            "{worst:?}"
+        );
+        // Hours later, quiet: the risk has decayed and the key is let through again.
+        let later = send(
+            &d,
+            "stolen",
+            t + 6 * 60 * MIN,
+            "/api/items",
+            "198.51.0.0",
+            "agent-0",
+        )
+        .expect("scored key");
+        assert!(later.risk < 0.1, "{}", later.risk);
+        assert_eq!(later.verdict.decision, Decision::Allow);
+    }
+
+    fn severity(d: Decision) -> u8 {
+        match d {
+            Decision::Flag => 1,
+            Decision::ShadowThrottle => 2,
+            Decision::ShadowBlock => 3,
+            Decision::Throttle => 4,
+            Decision::Block => 5,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn the_drift_gate_holds_a_poisoned_baseline() {
+        let (d, start) = trained();
+        let version = d.model().unwrap().version.clone();
+        let mut c = config();
+        c.training.min_key_age_ms = 0;
+        d.reload(&c);
+        // The reservoir fills with one scraper's vectors: a retrain would learn it as normal.
+        {
+            let mut tr = d.training.lock();
+            tr.vectors.clear();
+        }
+        for k in 0..20 {
+            for i in 0..200 {
+                let t = start + i * 2_000;
+                let path = format!("/api/orders/{}", k * 10_000 + i);
+                send(
+                    &d,
+                    &format!("bot-{k}"),
+                    t,
+                    &path,
+                    &format!("203.0.113.{i}"),
+                    &format!("ua{i}"),
+                );
+            }
+        }
+        let r = d.retrain(start + 60 * MIN).unwrap();
+        assert!(
+            matches!(r, Retrained::Held { drift, .. } if drift > 0.1),
+            "{r:?}"
+        );
+        assert_eq!(
+            d.model().unwrap().version,
+            version,
+            "the held model is not in use"
+        );
+        let held = d
+            .metrics
+            .retrains
+            .get_or_create(&RetrainLabels {
+                result: "held".into(),
+            })
+            .get();
+        assert_eq!(held, 1);
+    }
+
+    #[test]
+    fn a_model_of_another_schema_is_refused() {
+        let data = Array2::from_shape_fn((64, N), |(i, j)| (i * j) as f64);
+        let raw = Model::fit(
+            raw_schema(),
+            data.view(),
+            &ForestParams::default(),
+            ThresholdSpec::Contamination(0.1),
+            0,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let err = ActiveModel::new(raw).unwrap_err().to_string();
+        assert!(err.contains("schema"), "{err}");
+    }
+
+    #[test]
+    fn memory_stays_within_max_keys() {
+        let c = DetectConfig {
+            max_keys: 640,
+            ..config()
+        };
+        let d = Arc::new(Detector::new(&c, DetectMetrics::default()));
+        for k in 0..5_000 {
+            send(&d, &format!("k{k}"), k, "/a", "10.0.0.1", "ua");
+        }
+        assert!(d.keys() <= 640, "{}", d.keys());
+        assert!(d.metrics.evicted.get() >= 4_000);
+        let kept = d.keys();
+        assert_eq!(d.sweep(0), 0, "nothing is idle yet");
+        assert_eq!(d.sweep(30 * 86_400_000), kept);
+        assert_eq!(d.keys(), 0);
+    }
+}
