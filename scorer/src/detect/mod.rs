@@ -21,6 +21,7 @@ pub mod model;
 pub mod profile;
 pub mod risk;
 pub mod sketch;
+pub mod store;
 
 pub use forest::{ForestError, ForestParams, IsolationForest};
 pub use model::{Model, ModelError, Schema, ThresholdSpec};
