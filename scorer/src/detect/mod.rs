@@ -26,6 +26,7 @@ pub mod model;
 pub mod profile;
 pub mod risk;
 pub mod sketch;
+pub mod store;
 
 pub use config::{DetectConfig, TrainingConfig};
 pub use detector::{ActiveModel, Assessment, DetectMetrics, Detector, Observation, Retrained};
