@@ -332,6 +332,7 @@ impl Config {
             self.redis.url = url;
         }
         self.events.apply_env(&env);
+        self.detect.apply_env(&env);
         problems
     }
 

@@ -18,9 +18,14 @@ use tonic::transport::server::TcpIncoming;
 use crate::{
     admin::{self, AdminState},
     config::Config,
-    detect::Detector,
+    detect::{
+        ActiveModel, Detector,
+        detector::{ModelSink, model_schema},
+        store::{ModelStore, Status},
+    },
     engine::Engine,
     events::EventSink,
+    events::store::Store as EventStore,
     limiter::{SharedLimiter, redis::RedisStoreError},
     metrics::Metrics,
     reload::Reloader,
@@ -42,6 +47,9 @@ pub enum ServeError {
     /// The Redis store could not be set up from the configuration.
     #[error("redis store: {0}")]
     Redis(#[from] RedisStoreError),
+    /// The model store could not be set up.
+    #[error("model store: {0}")]
+    Models(String),
     /// The event spool could not be opened.
     #[error("events: {0}")]
     Events(#[from] crate::events::spool::SpoolError),
@@ -54,7 +62,15 @@ pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> Result<Engine, Se
     let mut engine = Engine::new(&config.limits, Arc::clone(&metrics)).with_events(sink);
     if config.detect.enabled {
         let detector = Detector::new(&config.detect, metrics.detect.clone());
-        engine = engine.with_detector(Arc::new(detector));
+        let detector = match model_store(config)? {
+            Some((store, db)) => {
+                let detector = Arc::new(detector.with_sink(persist_to(store.clone())));
+                load_active_model(&detector, store, db);
+                detector
+            }
+            None => Arc::new(detector),
+        };
+        engine = engine.with_detector(detector);
     }
     if !config.redis.enabled() {
         return Ok(engine);
@@ -66,6 +82,83 @@ pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> Result<Engine, Se
         "rate-limit windows in redis"
     );
     Ok(engine.with_shared(shared))
+}
+
+/// Where trained models are kept: `detect.model_dir`, else Postgres when events go there,
+/// else nowhere (memory only).
+fn model_store(config: &Config) -> Result<Option<(ModelStore, Option<EventStore>)>, ServeError> {
+    let d = &config.detect;
+    let (store, db) = if let Some(dir) = &d.model_dir {
+        (ModelStore::file(dir, d.models_kept), None)
+    } else if !config.events.database_url.is_empty() {
+        let db = EventStore::connect_lazy(
+            config.events.database_url.expose(),
+            Duration::from_millis(config.events.connect_timeout_ms),
+        )
+        .map_err(|e| ServeError::Models(e.to_string()))?;
+        (
+            ModelStore::postgres(db.pool().clone(), d.models_kept),
+            Some(db),
+        )
+    } else {
+        return Ok(None);
+    };
+    Ok(Some((store.expecting(model_schema()), db)))
+}
+
+/// Saves every retrained model: adopted as the active one, held for audit.
+fn persist_to(store: ModelStore) -> ModelSink {
+    Box::new(move |model: &ActiveModel, adopted: bool| {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(version = %model.version, "model not saved: no runtime");
+            return;
+        };
+        let (store, m, version) = (store.clone(), model.model.clone(), model.version.clone());
+        let status = if adopted {
+            Status::Active
+        } else {
+            Status::Held
+        };
+        runtime.spawn(async move {
+            match store.save(&m, status).await {
+                Ok(r) => tracing::info!(%version, status = %r.status, at = %store.location(), "model saved"),
+                Err(e) => tracing::error!(%version, "model not saved: {e}"),
+            }
+        });
+    })
+}
+
+/// Puts the store's active model in use, in the background; until then (or when there is
+/// none, or it cannot be read) the detector runs without one and trains its own.
+fn load_active_model(detector: &Arc<Detector>, store: ModelStore, db: Option<EventStore>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let detector = Arc::clone(detector);
+    runtime.spawn(async move {
+        if let Some(db) = db
+            && let Err(e) = db.migrate().await
+        {
+            tracing::error!("models table not migrated: {e}");
+        }
+        match store.load_active().await {
+            Ok(Some((record, model))) => match ActiveModel::new(model) {
+                Ok(m) => {
+                    tracing::info!(version = %record.version, at = %store.location(), "model loaded");
+                    detector.install(Arc::new(m));
+                }
+                Err(e) => {
+                    detector.count_load_failure();
+                    tracing::error!(version = %record.version, "stored model refused: {e}");
+                }
+            },
+            Ok(None) => tracing::info!(at = %store.location(), "no stored model yet: training one"),
+            Err(e) => {
+                detector.count_load_failure();
+                tracing::error!("stored model not loaded, training a new one: {e}");
+            }
+        }
+    });
 }
 
 /// Serves until `shutdown` resolves, then drains for at most `server.shutdown_grace_ms`.

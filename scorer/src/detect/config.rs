@@ -34,10 +34,13 @@ pub struct DetectConfig {
     pub idle_ms: u64,
     /// Drivers named in a verdict's explanation.
     pub explain_top: usize,
-    /// Where trained models are kept (one file per model and an `ACTIVE` pointer), loaded at
-    /// start. Unset: models live in memory only (or in Postgres when `events.database_url` is
-    /// set).
+    /// Where trained models are kept (one file per model and an `ACTIVE` pointer); the active
+    /// one is loaded at start. Unset: in Postgres (`palisade_models`) when
+    /// `events.database_url` is set, else in memory only (a restart trains anew).
+    /// Env: `PALISADE_MODEL_DIR`.
     pub model_dir: Option<PathBuf>,
+    /// Retired and held models kept in the store besides the active one.
+    pub models_kept: usize,
     /// Training.
     pub training: TrainingConfig,
     /// Thresholds of tiers not listed in `tiers`.
@@ -60,6 +63,7 @@ impl Default for DetectConfig {
             idle_ms: 7 * 86_400_000,
             explain_top: 3,
             model_dir: None,
+            models_kept: 10,
             training: TrainingConfig::default(),
             default_thresholds: TierThresholds::default(),
             tiers: BTreeMap::new(),
@@ -111,7 +115,17 @@ impl Default for TrainingConfig {
     }
 }
 
+/// Model directory override.
+pub const ENV_MODEL_DIR: &str = "PALISADE_MODEL_DIR";
+
 impl DetectConfig {
+    /// Applies `PALISADE_MODEL_DIR`.
+    pub fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) {
+        if let Some(dir) = env(ENV_MODEL_DIR).filter(|d| !d.is_empty()) {
+            self.model_dir = Some(PathBuf::from(dir));
+        }
+    }
+
     /// The thresholds of `tier`.
     pub fn thresholds(&self, tier: &str) -> &TierThresholds {
         self.tiers.get(tier).unwrap_or(&self.default_thresholds)
@@ -125,6 +139,7 @@ impl DetectConfig {
             ("score_interval_ms", self.score_interval_ms),
             ("risk_half_life_ms", self.risk_half_life_ms),
             ("max_keys", self.max_keys as u64),
+            ("models_kept", self.models_kept as u64),
             ("idle_ms", self.idle_ms),
             ("training.interval_ms", self.training.interval_ms),
             ("training.trees", self.training.trees as u64),

@@ -132,6 +132,8 @@ pub struct DetectMetrics {
     pub model_trained_at: Gauge,
     /// Share of the last retrain's vectors the previous model called anomalous, per mille.
     pub drift_permille: Gauge,
+    /// Stored models that could not be loaded or were refused.
+    pub load_failures: Counter,
 }
 
 impl Default for DetectMetrics {
@@ -147,6 +149,7 @@ impl Default for DetectMetrics {
             model_loaded: Gauge::default(),
             model_trained_at: Gauge::default(),
             drift_permille: Gauge::default(),
+            load_failures: Counter::default(),
         }
     }
 }
@@ -201,6 +204,11 @@ impl DetectMetrics {
             m.model_trained_at.clone(),
         );
         registry.register(
+            "detect_model_load_failures",
+            "Stored models that could not be loaded or were refused",
+            m.load_failures.clone(),
+        );
+        registry.register(
             "detect_drift_permille",
             "Share of the last retrain's vectors the model in use called anomalous",
             m.drift_permille.clone(),
@@ -222,7 +230,7 @@ impl DetectMetrics {
 pub struct ActiveModel {
     /// The model.
     pub model: Model,
-    /// `iforest-<trained_at>-<seed>`: names it in verdicts, events and the store.
+    /// `iforest-<12 hex of its bytes' SHA-256>`: names it in verdicts, events and the store.
     pub version: Arc<str>,
 }
 
@@ -230,8 +238,7 @@ impl ActiveModel {
     /// Wraps `model` after checking it was trained on [`model_schema`].
     pub fn new(model: Model) -> Result<Self, ModelError> {
         model.score(&model_schema(), &[0.0; N])?;
-        let m = model.meta();
-        let version = format!("iforest-{}-{}", m.trained_at_ms, m.seed).into();
+        let version = super::store::version_of(&model.to_bytes()?).into();
         Ok(Self { model, version })
     }
 }
@@ -423,6 +430,11 @@ impl Detector {
             .model_trained_at
             .set((model.model.meta().trained_at_ms / 1000) as i64);
         self.model.store(Some(model));
+    }
+
+    /// Counts a stored model that could not be loaded.
+    pub fn count_load_failure(&self) {
+        self.metrics.load_failures.inc();
     }
 
     /// Keys with state in memory.
