@@ -15,6 +15,7 @@
 //! - [`error`]: [`error::ScorerError`] and its mapping to gRPC status codes.
 
 pub mod admin;
+pub mod alerts;
 pub mod config;
 pub mod detect;
 pub mod engine;
