@@ -275,7 +275,7 @@ async fn unavailable_twice_then_delivered_once() {
 }
 
 #[tokio::test]
-async fn one_alert_per_key_per_period() {
+async fn one_alert_per_key_per_period_unless_the_level_rises() {
     let receiver = Receiver::start(&[]).await;
     let mut c = config(receiver.url("/a"));
     c.dedup_period_ms = 60_000;
@@ -285,6 +285,17 @@ async fn one_alert_per_key_per_period() {
     assert_eq!(sink.notify(alert("erin", 30_000)), Notified::Queued);
     // A period later (on the alerts' clock) the key alerts again.
     assert_eq!(sink.notify(alert("dave", 61_000)), Notified::Queued);
+    // Within the period, only a higher level alerts again.
+    let at = |ts_ms, level| Alert {
+        level,
+        ..alert("ivan", ts_ms)
+    };
+    assert_eq!(sink.notify(at(70_000, AlertLevel::Flag)), Notified::Queued);
+    assert_eq!(sink.notify(at(71_000, AlertLevel::Block)), Notified::Queued);
+    assert_eq!(
+        sink.notify(at(72_000, AlertLevel::Throttle)),
+        Notified::Deduplicated
+    );
     finish(sink).await;
 
     let keys: Vec<String> = receiver
@@ -301,10 +312,12 @@ async fn one_alert_per_key_per_period() {
             "dave@\"1970-01-01T00:00:01.000Z\"",
             "erin@\"1970-01-01T00:00:30.000Z\"",
             "dave@\"1970-01-01T00:01:01.000Z\"",
+            "ivan@\"1970-01-01T00:01:10.000Z\"",
+            "ivan@\"1970-01-01T00:01:11.000Z\"",
         ]
     );
-    assert_eq!(metrics.deduplicated.get(), 1);
-    assert_eq!(metrics.sent.get(), 3);
+    assert_eq!(metrics.deduplicated.get(), 2);
+    assert_eq!(metrics.sent.get(), 5);
 }
 
 #[tokio::test]

@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use super::config::AlertFormat;
 
-/// How far the model's response to a key went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// How far the model's response to a key went; ordered flag < throttle < block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertLevel {
     /// Let through, the backend told in a header.

@@ -142,7 +142,8 @@ pub struct AlertsConfig {
     pub hmac_secret: Secret,
     /// The HEC token, sent as `Authorization: Splunk <token>`; required for `splunk_hec`.
     pub splunk_token: Secret,
-    /// At most one alert per key per period, ms, measured on the alerts' own event times.
+    /// At most one alert per key per period (more if the level rises), ms, measured on the
+    /// alerts' own event times.
     pub dedup_period_ms: u64,
     /// Longest one delivery attempt may take, ms.
     pub timeout_ms: u64,

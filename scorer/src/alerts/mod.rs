@@ -6,7 +6,7 @@
 //! - [`config`]: the `alerts` section of the configuration.
 //! - [`alert`]: the alert and the bodies receivers get (pure).
 //! - [`signature`]: `X-Palisade-Signature` (pure).
-//! - [`dedup`]: one alert per key per period, in bounded memory (pure).
+//! - [`dedup`]: one alert per key per period unless the level rises, in bounded memory (pure).
 //! - [`backoff`]: the wait before each retry (pure).
 //! - [`sink`]: [`AlertSink`], the queue and the task that delivers.
 
@@ -49,7 +49,8 @@ pub struct AlertMetrics {
     pub retried: Counter,
     /// Alerts given up: a permanent refusal (other 4xx, 3xx) or out of attempts.
     pub failed: Counter,
-    /// Alerts not sent because the key already alerted within `dedup_period_ms`.
+    /// Alerts not sent because the key already alerted at that level or above within
+    /// `dedup_period_ms`.
     pub deduplicated: Counter,
     /// Alerts dropped because the queue was full or the sink shut down.
     pub dropped: Counter,

@@ -33,7 +33,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub enum Notified {
     /// Queued for delivery.
     Queued,
-    /// The key already alerted within `dedup_period_ms`; counted, not sent.
+    /// The key already alerted at this level or above within `dedup_period_ms`; counted,
+    /// not sent.
     Deduplicated,
     /// The queue was full; counted as dropped, not sent.
     DroppedFull,
@@ -83,21 +84,22 @@ impl AlertSink {
         }))
     }
 
-    /// Queues `alert` unless its key already alerted within the period (on the alerts' own
-    /// `ts_ms`) or the queue is full. Never waits: safe on the request path.
+    /// Queues `alert` unless its key already alerted at this level or above within the
+    /// period (on the alerts' own `ts_ms`), or the queue is full. Never waits: safe on the
+    /// request path.
     pub fn notify(&self, alert: Alert) -> Notified {
         let s = &self.shared;
         // Held across try_send so two alerts of one key cannot both pass the check.
         let mut dedup = s.dedup.lock();
-        if dedup.is_duplicate(&alert.key_id, alert.ts_ms) {
+        if dedup.is_duplicate(&alert.key_id, alert.level, alert.ts_ms) {
             s.metrics.deduplicated.inc();
             return Notified::Deduplicated;
         }
-        let (key, ts_ms) = (alert.key_id.clone(), alert.ts_ms);
+        let (key, level, ts_ms) = (alert.key_id.clone(), alert.level, alert.ts_ms);
         match s.tx.try_send(alert) {
             Ok(()) => {
                 // Only a queued alert starts a period: a dropped one leaves the next free to go.
-                dedup.record(&key, ts_ms);
+                dedup.record(&key, level, ts_ms);
                 Notified::Queued
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
