@@ -63,6 +63,8 @@ pub struct Config {
     pub events: crate::events::EventsConfig,
     /// Behavioural detection.
     pub detect: crate::detect::DetectConfig,
+    /// SIEM alerts; off unless a URL is set.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// `[server]`.
@@ -333,6 +335,7 @@ impl Config {
         }
         self.events.apply_env(&env);
         self.detect.apply_env(&env);
+        self.alerts.apply_env(&env);
         problems
     }
 
@@ -380,6 +383,7 @@ impl Config {
         self.redis.validate(&mut p);
         self.events.validate(&mut p);
         self.detect.validate(&mut p);
+        p.extend(self.alerts.validate());
         if p.is_empty() {
             Ok(())
         } else {

@@ -17,6 +17,7 @@ use palisade_proto::v1::{
 use prometheus_client::metrics::counter::Counter;
 
 use crate::{
+    alerts::{Alert, AlertLevel, AlertSink},
     config::{ClockSource, DegradedMode, LimitsConfig, is_valid_name},
     detect::{Detector, Observation, features},
     error::ScorerError,
@@ -50,6 +51,8 @@ pub struct Engine {
     events: Option<Arc<EventSink>>,
     /// Behavioural detection; `None` when `[detect] enabled = false`.
     detector: Option<Arc<Detector>>,
+    /// SIEM webhooks when a key's level rises.
+    alerts: Option<AlertSink>,
 }
 
 impl Engine {
@@ -66,6 +69,7 @@ impl Engine {
             outcomes,
             events: None,
             detector: None,
+            alerts: None,
         };
         engine.metrics.tracked_subjects.set(0);
         engine
@@ -109,6 +113,19 @@ impl Engine {
     pub fn with_detector(mut self, detector: Arc<Detector>) -> Self {
         self.detector = Some(detector);
         self
+    }
+
+    /// Sends an alert to `alerts` whenever a key's model level rises.
+    pub fn with_alerts(mut self, alerts: Option<AlertSink>) -> Self {
+        self.alerts = alerts;
+        self
+    }
+
+    /// Delivers queued alerts (bounded wait) and stops the alert worker.
+    pub async fn shutdown_alerts(&self) {
+        if let Some(sink) = self.alerts.clone() {
+            sink.shutdown().await;
+        }
     }
 
     /// The detector, when detection is on.
@@ -205,7 +222,7 @@ impl Engine {
         if !req.unauthenticated
             && let Some(detector) = &self.detector
         {
-            detect(detector, req, &mut response, now);
+            detect(detector, self.alerts.as_ref(), req, &mut response, now);
         }
         if let Some(c) = self.decisions.get(response.decision as usize) {
             c.inc();
@@ -295,7 +312,13 @@ impl Engine {
 
 /// Runs the detection step for an authenticated request and folds the model's verdict into
 /// `response`: the more severe of the two stands, with its reason.
-fn detect(detector: &Arc<Detector>, req: &CheckRequest, response: &mut CheckResponse, now: u64) {
+fn detect(
+    detector: &Arc<Detector>,
+    alerts: Option<&AlertSink>,
+    req: &CheckRequest,
+    response: &mut CheckResponse,
+    now: u64,
+) {
     let query: Vec<(&str, &str)> = req
         .query
         .iter()
@@ -322,6 +345,23 @@ fn detect(detector: &Arc<Detector>, req: &CheckRequest, response: &mut CheckResp
     }) else {
         return;
     };
+    if a.escalated
+        && let (Some(sink), Some((level, enforced))) =
+            (alerts, AlertLevel::from_decision(a.verdict.decision))
+    {
+        sink.notify(Alert {
+            key_id: req.key_id.clone(),
+            tier: req.tier.clone(),
+            level,
+            score: a.score,
+            risk: a.risk,
+            model_version: a.model_version.to_string(),
+            explanation: a.verdict.reason.clone(),
+            request_id: req.request_id.clone(),
+            ts_ms: i64::try_from(now).unwrap_or(i64::MAX),
+            enforced,
+        });
+    }
     response.anomaly_score = a.score;
     response.model_version = a.model_version.to_string();
     let model = a.verdict.decision;

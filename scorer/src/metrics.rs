@@ -79,6 +79,8 @@ pub struct Metrics {
     pub events: crate::events::EventMetrics,
     /// `palisade_detect_*`.
     pub detect: crate::detect::DetectMetrics,
+    /// `palisade_alerts_*`.
+    pub alerts: crate::alerts::AlertMetrics,
 }
 
 impl Default for Metrics {
@@ -160,6 +162,7 @@ impl Metrics {
         let redis = RedisMetrics::register(&mut registry);
         let events = crate::events::EventMetrics::register(&mut registry);
         let detect = crate::detect::DetectMetrics::register(&mut registry);
+        let alerts = crate::alerts::AlertMetrics::register(&mut registry);
         Self {
             registry,
             decisions,
@@ -176,6 +179,7 @@ impl Metrics {
             redis,
             events,
             detect,
+            alerts,
         }
     }
 

@@ -17,6 +17,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::{
     admin::{self, AdminState},
+    alerts::AlertSink,
     config::Config,
     detect::{
         ActiveModel, Detector,
@@ -47,6 +48,9 @@ pub enum ServeError {
     /// The Redis store could not be set up from the configuration.
     #[error("redis store: {0}")]
     Redis(#[from] RedisStoreError),
+    /// The alert webhook could not be set up.
+    #[error("alerts: {0}")]
+    Alerts(#[from] crate::alerts::AlertsError),
     /// The model store could not be set up.
     #[error("model store: {0}")]
     Models(String),
@@ -59,7 +63,10 @@ pub enum ServeError {
 /// recording events when `[events]` says so.
 pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> Result<Engine, ServeError> {
     let sink = EventSink::start(&config.events, metrics.events.clone())?;
-    let mut engine = Engine::new(&config.limits, Arc::clone(&metrics)).with_events(sink);
+    let alerts = AlertSink::start(&config.alerts, metrics.alerts.clone())?;
+    let mut engine = Engine::new(&config.limits, Arc::clone(&metrics))
+        .with_events(sink)
+        .with_alerts(alerts);
     if config.detect.enabled {
         let detector = Detector::new(&config.detect, metrics.detect.clone());
         let detector = match model_store(config)? {
@@ -289,6 +296,7 @@ pub async fn run_with_reloader(
         t.abort();
     }
     engine.shutdown_events().await;
+    engine.shutdown_alerts().await;
     let admin_result = admin_task.await.unwrap_or(Ok(()));
     grpc_result?;
     admin_result?;

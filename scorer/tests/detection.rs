@@ -3,7 +3,10 @@
 //! through, with an explanation) while ordinary keys pass; the model is persisted and loaded
 //! again after a restart.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use palisade_proto::v1::{CheckRequest, Decision, scorer_client::ScorerClient};
 use palisade_scorer::{Config, RunningScorer};
@@ -14,7 +17,7 @@ use tonic::transport::Channel;
 const MIN: i64 = 60_000;
 const T0: i64 = 1_700_000_000_000;
 
-fn config(model_dir: &std::path::Path) -> Config {
+fn config(model_dir: &std::path::Path, alerts: Option<&str>) -> Config {
     let mut c = Config::default();
     c.server.grpc_listen = "127.0.0.1:0".parse().unwrap();
     c.server.admin_listen = "127.0.0.1:0".parse().unwrap();
@@ -26,8 +29,35 @@ fn config(model_dir: &std::path::Path) -> Config {
     d.training.interval_ms = 2 * 60 * MIN as u64;
     d.training.min_samples = 64;
     d.training.min_key_age_ms = 30 * MIN as u64;
+    if let Some(url) = alerts {
+        c.alerts.url = palisade_scorer::alerts::WebhookUrl::new(url);
+        c.alerts.hmac_secret =
+            palisade_scorer::alerts::Secret::new("a-test-secret-of-32-bytes-length");
+    }
     c.validate().unwrap();
     c
+}
+
+/// A SIEM stand-in: a real HTTP server on loopback keeping every JSON body it receives.
+async fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = Arc::clone(&kept);
+            async move {
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    kept.lock().unwrap().push(v);
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
 }
 
 fn check(key: &str, t: i64, path: &str, ip: &str, i: usize) -> CheckRequest {
@@ -93,7 +123,10 @@ async fn wait_for(s: &RunningScorer, line: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trains_then_flags_an_enumerating_key_and_keeps_the_model() {
     let dir = tempfile::tempdir().unwrap();
-    let scorer = RunningScorer::start(config(dir.path())).await.unwrap();
+    let (url, alerts) = receiver().await;
+    let scorer = RunningScorer::start(config(dir.path(), Some(&url)))
+        .await
+        .unwrap();
     let mut client = ScorerClient::new(
         Channel::from_shared(format!("http://{}", scorer.grpc_addr))
             .unwrap()
@@ -162,9 +195,26 @@ async fn trains_then_flags_an_enumerating_key_and_keeps_the_model() {
     );
     let version = scraper.model_version.clone();
     scorer.stop().await.unwrap();
+    // Stopping delivered the queued alerts: the scraper's, once per level it reached.
+    let alerts = alerts.lock().unwrap().clone();
+    let for_scraper: Vec<_> = alerts.iter().filter(|a| a["key_id"] == "scraper").collect();
+    assert!(
+        !for_scraper.is_empty(),
+        "no alert for the scraper: {alerts:?}"
+    );
+    assert_eq!(for_scraper[0]["type"], "palisade.anomaly");
+    assert_eq!(for_scraper[0]["enforced"], false);
+    assert!(
+        for_scraper[0]["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("id_")
+    );
 
     // A restart loads the stored model instead of waiting hours for a new one.
-    let again = RunningScorer::start(config(dir.path())).await.unwrap();
+    let again = RunningScorer::start(config(dir.path(), None))
+        .await
+        .unwrap();
     wait_for(&again, "palisade_detect_model_loaded 1").await;
     let loaded = again.engine.detector().unwrap().model().unwrap();
     assert_eq!(&*loaded.version, version.as_str());
