@@ -28,7 +28,8 @@ pub struct DetectConfig {
     pub score_smoothing: f64,
     /// A key's risk halves over this long without new evidence, ms.
     pub risk_half_life_ms: u64,
-    /// Keys tracked at most; past it the least recently seen are forgotten first.
+    /// Keys tracked at most (about 40 KiB each at the caps); past it the least recently seen
+    /// are forgotten first.
     pub max_keys: usize,
     /// Keys idle this long are forgotten, ms.
     pub idle_ms: u64,
@@ -59,7 +60,7 @@ impl Default for DetectConfig {
             score_interval_ms: 60_000,
             score_smoothing: 0.3,
             risk_half_life_ms: 3_600_000,
-            max_keys: 100_000,
+            max_keys: 50_000,
             idle_ms: 7 * 86_400_000,
             explain_top: 3,
             model_dir: None,
