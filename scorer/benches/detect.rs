@@ -9,7 +9,6 @@ use palisade_scorer::detect::{
     DetectConfig, DetectMetrics, Detector, Observation, features::Outcome,
 };
 
-
 fn observe(d: &Arc<Detector>, key: &str, t: i64, path: &str) {
     black_box(d.observe(&Observation {
         key_id: key,

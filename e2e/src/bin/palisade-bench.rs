@@ -68,6 +68,10 @@ enum Bench {
         /// The scorer's Redis command timeout (`redis.timeout_ms`).
         #[arg(long, default_value_t = 15)]
         redis_timeout_ms: u64,
+        /// Turn behavioural detection off in the in-process scorer (`detect.enabled = false`),
+        /// to compare with the default (on).
+        #[arg(long)]
+        no_detect: bool,
     },
     /// Exact log vs approximate counter in Redis.
     LimiterAlgorithms {
@@ -149,7 +153,19 @@ async fn main() -> anyhow::Result<()> {
             callers,
             redis,
             redis_timeout_ms,
-        } => check(addr, rate, seconds, callers, redis, redis_timeout_ms).await,
+            no_detect,
+        } => {
+            check(
+                addr,
+                rate,
+                seconds,
+                callers,
+                redis,
+                redis_timeout_ms,
+                !no_detect,
+            )
+            .await
+        }
         Bench::LimiterAlgorithms { redis, seconds } => {
             let figures = limiter_bench::run(&redis, seconds).await?;
             let out = workspace_root().join("target/bench");
@@ -349,8 +365,10 @@ async fn check(
     callers: usize,
     redis: Option<String>,
     redis_timeout_ms: u64,
+    detect: bool,
 ) -> anyhow::Result<()> {
     let mut scorer = scorer_config();
+    scorer.detect.enabled = detect;
     let stats = match &redis {
         Some(url) => {
             scorer.redis.url = url.clone();
@@ -452,10 +470,10 @@ async fn check(
     );
     let out = workspace_root().join("target/bench");
     fs::create_dir_all(&out)?;
-    let path = out.join(if redis.is_some() {
-        "check-redis.json"
-    } else {
-        "check.json"
+    let path = out.join(match (redis.is_some(), detect) {
+        (true, _) => "check-redis.json",
+        (false, true) => "check.json",
+        (false, false) => "check-no-detect.json",
     });
     fs::write(
         &path,
@@ -463,6 +481,7 @@ async fn check(
             "throughput_calls_per_s": throughput, "callers": callers, "calls": calls, "failed": failed,
             "redis": redis.is_some(), "redis_round_trips_per_check": commands_per_check,
             "redis_timeout_ms": redis_timeout_ms,
+            "detect": detect,
             "degraded_in_throughput_run": degraded_in_throughput,
             "degraded_in_fixed_rate_run": degraded_in_latency,
             "fixed_rate": report,
