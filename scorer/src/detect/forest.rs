@@ -8,11 +8,12 @@
 //! binary-search-tree lookup among the `n` training samples left in that leaf; its score is
 //! `s = 2^(-E[h(x)] / c(psi))`, in `(0, 1]`, higher meaning more anomalous.
 //!
-//! Trees live in one flat array of 16-byte nodes; the two children of a node sit next to each
-//! other, so a lookup step is one compare and one add. A leaf points at itself with an
-//! infinite threshold, so a lookup is exactly `ceil(log2 psi)` branch-free steps whatever the
-//! path, and several lookups (rows of a batch, or trees for one vector) are interleaved to
-//! overlap their memory loads.
+//! Trees are stored (and serialized) as one flat array of 16-byte nodes, the two children of
+//! a node next to each other, a leaf pointing at itself with an infinite threshold. Scoring
+//! uses a [`Layout`] derived from them at fit and decode time: each tree completed to a
+//! perfect binary tree in heap order, so a lookup is a fixed number of branch-free steps
+//! with no child pointer and no bounds check, and several lookups (rows of a batch, or trees
+//! for one vector) are interleaved to overlap their memory loads.
 
 use ndarray::{Array1, ArrayView2, Axis, Slice};
 use rand::{Rng, SeedableRng};
@@ -89,7 +90,10 @@ struct Node {
 }
 
 /// A fitted Isolation Forest.
-#[derive(Debug, Clone, PartialEq, bincode::Encode, bincode::Decode)]
+///
+/// Only the trees are serialized (field by field, in declaration order, as a derive would);
+/// the scoring [`Layout`] is rebuilt from them at fit and decode time.
+#[derive(Debug, Clone, PartialEq)]
 pub struct IsolationForest {
     n_features: u32,
     psi: u32,
@@ -102,6 +106,47 @@ pub struct IsolationForest {
     leaf_path: Vec<f64>,
     /// Training samples that reached each node; used only by [`IsolationForest::explain`].
     sizes: Vec<u32>,
+    /// Derived from the fields above; `None` when the trees are too deep or too wide for it
+    /// (or malformed), and scoring walks `nodes` instead.
+    layout: Option<Layout>,
+}
+
+impl<C> bincode::Decode<C> for IsolationForest {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        use bincode::Decode;
+        let mut forest = Self {
+            n_features: Decode::decode(decoder)?,
+            psi: Decode::decode(decoder)?,
+            c_psi: Decode::decode(decoder)?,
+            limit: Decode::decode(decoder)?,
+            roots: Decode::decode(decoder)?,
+            nodes: Decode::decode(decoder)?,
+            leaf_path: Decode::decode(decoder)?,
+            sizes: Decode::decode(decoder)?,
+            layout: None,
+        };
+        forest.layout = Layout::build(&forest);
+        Ok(forest)
+    }
+}
+bincode::impl_borrow_decode!(IsolationForest);
+
+impl bincode::Encode for IsolationForest {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.n_features.encode(encoder)?;
+        self.psi.encode(encoder)?;
+        self.c_psi.encode(encoder)?;
+        self.limit.encode(encoder)?;
+        self.roots.encode(encoder)?;
+        self.nodes.encode(encoder)?;
+        self.leaf_path.encode(encoder)?;
+        self.sizes.encode(encoder)
+    }
 }
 
 /// `c(n)`: the average path length of an unsuccessful search in a binary search tree of `n`
@@ -165,6 +210,7 @@ impl IsolationForest {
             nodes: Vec::with_capacity(params.trees * (2 * psi - 1)),
             leaf_path: Vec::with_capacity(params.trees * (2 * psi - 1)),
             sizes: Vec::with_capacity(params.trees * (2 * psi - 1)),
+            layout: None,
         };
         let mut grower = Grower {
             x,
@@ -187,6 +233,7 @@ impl IsolationForest {
             forest.roots.push(root);
             progress(t + 1, params.trees);
         }
+        forest.layout = Layout::build(&forest);
         Ok(forest)
     }
 
@@ -215,45 +262,17 @@ impl IsolationForest {
     pub fn score_batch(&self, data: ArrayView2<'_, f64>) -> Result<Array1<f64>, ForestError> {
         self.check_len(data.ncols())?;
         let data = data.as_standard_layout();
-        let d = self.n_features();
         let x = data.as_slice().unwrap_or_default();
-        let mut out = Array1::zeros(data.nrows());
-        if d == 0 {
-            return Ok(out);
+        if self.n_features == 0 {
+            // Only a decoded forest can have no features; its rows are empty.
+            return Ok(Array1::zeros(data.nrows()));
         }
-        // Blocks of rows, tree-major inside a block: a tree's nodes stay in L1 while every row
-        // of the block goes through it, LANES rows at a time.
-        let mut tail = Vec::new();
-        for (b, block) in x.chunks(BLOCK * d).enumerate() {
-            let n = block.len() / d;
-            let mut groups: Vec<&[f64]> = block.chunks_exact(LANES * d).collect();
-            let rest = block.chunks_exact(LANES * d).remainder();
-            if !rest.is_empty() {
-                // A short last group repeats its last row; the extra lanes are ignored.
-                tail.clear();
-                tail.extend_from_slice(rest);
-                let last = &rest[rest.len() - d..];
-                while tail.len() < LANES * d {
-                    tail.extend_from_slice(last);
-                }
-                groups.push(&tail);
-            }
-            let mut sums = [0.0f64; BLOCK];
-            for &root in &self.roots {
-                for (g, rows) in groups.iter().enumerate() {
-                    let mut idx = [root as usize; LANES];
-                    self.descend(&mut idx, rows, d);
-                    let lanes = &mut sums[g * LANES..(g + 1) * LANES];
-                    for (sum, i) in lanes.iter_mut().zip(idx) {
-                        *sum += self.leaf_path[i];
-                    }
-                }
-            }
-            for (k, s) in sums[..n].iter().enumerate() {
-                out[b * BLOCK + k] = self.to_score(*s);
-            }
+        let mut sums = vec![0.0; data.nrows()];
+        match &self.layout {
+            Some(layout) => layout.path_sums(x, self.n_features(), &mut sums),
+            None => self.path_sums_nodes(x, &mut sums),
         }
-        Ok(out)
+        Ok(sums.into_iter().map(|s| self.to_score(s)).collect())
     }
 
     /// As [`IsolationForest::score_batch`], on `threads` OS threads (scoped, joined before
@@ -399,12 +418,20 @@ impl IsolationForest {
     }
 
     fn path_sum(&self, x: &[f64]) -> f64 {
+        match &self.layout {
+            Some(layout) => layout.path_sum(x),
+            None => self.path_sum_nodes(x),
+        }
+    }
+
+    /// [`IsolationForest::path_sum`] by walking `nodes`, for forests without a [`Layout`].
+    fn path_sum_nodes(&self, x: &[f64]) -> f64 {
         let mut total = 0.0;
         for roots in self.roots.chunks(LANES) {
             // A short last group repeats its last tree; the extra lanes are ignored.
             let mut idx: [usize; LANES] =
                 std::array::from_fn(|k| roots[k.min(roots.len() - 1)] as usize);
-            self.descend(&mut idx, x, 0);
+            self.descend_nodes(&mut idx, x, 0);
             // Added one by one in tree order, so a batch score is bit-identical.
             for &i in &idx[..roots.len()] {
                 total += self.leaf_path[i];
@@ -413,11 +440,44 @@ impl IsolationForest {
         total
     }
 
+    /// The path sum of every row of `x` (rows of `n_features` values) by walking `nodes`, in
+    /// blocks of rows, tree-major inside a block, `LANES` rows at a time.
+    fn path_sums_nodes(&self, x: &[f64], sums: &mut [f64]) {
+        let d = self.n_features();
+        let mut tail = Vec::new();
+        for (block, sums) in x.chunks(BLOCK * d).zip(sums.chunks_mut(BLOCK)) {
+            let mut groups: Vec<&[f64]> = block.chunks_exact(LANES * d).collect();
+            let rest = block.chunks_exact(LANES * d).remainder();
+            if !rest.is_empty() {
+                // A short last group repeats its last row; the extra lanes are ignored.
+                tail.clear();
+                tail.extend_from_slice(rest);
+                let last = &rest[rest.len() - d..];
+                while tail.len() < LANES * d {
+                    tail.extend_from_slice(last);
+                }
+                groups.push(&tail);
+            }
+            let mut acc = [0.0f64; BLOCK];
+            for &root in &self.roots {
+                for (g, rows) in groups.iter().enumerate() {
+                    let mut idx = [root as usize; LANES];
+                    self.descend_nodes(&mut idx, rows, d);
+                    let lanes = &mut acc[g * LANES..(g + 1) * LANES];
+                    for (sum, i) in lanes.iter_mut().zip(idx) {
+                        *sum += self.leaf_path[i];
+                    }
+                }
+            }
+            sums.copy_from_slice(&acc[..sums.len()]);
+        }
+    }
+
     /// Moves each lane from its node `limit` steps down: to its leaf, since leaves stay put.
     /// Lane `k` reads its vector at `x[k * stride..]` (stride 0: one vector, several trees).
     /// The lanes are independent, so their loads overlap.
     #[inline]
-    fn descend(&self, idx: &mut [usize; LANES], x: &[f64], stride: usize) {
+    fn descend_nodes(&self, idx: &mut [usize; LANES], x: &[f64], stride: usize) {
         for _ in 0..self.limit {
             for (k, i) in idx.iter_mut().enumerate() {
                 let n = self.nodes[*i];
@@ -425,6 +485,186 @@ impl IsolationForest {
             }
         }
     }
+}
+
+/// Leaves per tree a [`Layout`] may have: trees are padded up to the first that holds them.
+const SLOTS: [usize; 3] = [16, 256, 4096];
+/// Row widths a [`Layout`] may have: rows are padded up to the first that holds them.
+const WIDTHS: [usize; 3] = [8, 16, 64];
+
+/// The scoring form of the trees, derived from `nodes`: each tree completed to a perfect
+/// binary tree of `slots` leaves in heap order (node `h` has children `2h` and `2h + 1`, the
+/// root is 1). Below a real leaf every node has an infinite threshold, so a lookup goes left
+/// to the bottom-left slot of the leaf's subtree, which holds the leaf's path length.
+///
+/// A lookup is then `log2 slots` steps of `h = 2h + (x[feature[h]] > threshold[h])`: no child
+/// load, and with `slots` and the row width as constants no bounds check either (indices are
+/// masked), so the step is a handful of instructions and eight interleaved lookups keep the
+/// core busy.
+#[derive(Debug, Clone, PartialEq)]
+struct Layout {
+    slots: usize,
+    /// Row width: the feature count rounded up to one of [`WIDTHS`].
+    width: usize,
+    /// `slots` per tree, by heap index (0 is unused).
+    thresholds: Vec<f64>,
+    /// `slots` per tree, by heap index (0 is unused).
+    features: Vec<u8>,
+    /// `slots` per tree: the path length (depth plus `c(n)`) of the leaf above each slot.
+    leaves: Vec<f64>,
+}
+
+/// Calls `$layout.$method::<SLOTS, WIDTH>($args)` for the layout's shape.
+macro_rules! by_shape {
+    ($layout:expr, $method:ident($($arg:expr),*)) => {
+        match ($layout.slots, $layout.width) {
+            (16, 8) => $layout.$method::<16, 8>($($arg),*),
+            (16, 16) => $layout.$method::<16, 16>($($arg),*),
+            (16, 64) => $layout.$method::<16, 64>($($arg),*),
+            (256, 8) => $layout.$method::<256, 8>($($arg),*),
+            (256, 16) => $layout.$method::<256, 16>($($arg),*),
+            (256, 64) => $layout.$method::<256, 64>($($arg),*),
+            (4096, 8) => $layout.$method::<4096, 8>($($arg),*),
+            (4096, 16) => $layout.$method::<4096, 16>($($arg),*),
+            (4096, 64) => $layout.$method::<4096, 64>($($arg),*),
+            (slots, width) => unreachable!("layout of {slots} slots x {width} is not in SLOTS x WIDTHS"),
+        }
+    };
+}
+
+impl Layout {
+    /// The layout of a forest, or `None` when it is malformed (see
+    /// [`IsolationForest::validate`]), deeper than the largest of [`SLOTS`] or wider than the
+    /// largest of [`WIDTHS`].
+    fn build(forest: &IsolationForest) -> Option<Self> {
+        forest.validate().ok()?;
+        let slots = SLOTS
+            .into_iter()
+            .find(|s| s.trailing_zeros() >= forest.limit)?;
+        let width = WIDTHS.into_iter().find(|&w| w >= forest.n_features())?;
+        let len = forest.roots.len() * slots;
+        let mut layout = Self {
+            slots,
+            width,
+            thresholds: vec![f64::INFINITY; len],
+            features: vec![0; len],
+            leaves: vec![0.0; len],
+        };
+        // Validated: children are in bounds and no split is deeper than `limit - 1`, so `h`
+        // stays below `slots` for splits and below `2 * slots` for leaves.
+        let mut stack = Vec::new();
+        for (t, &root) in forest.roots.iter().enumerate() {
+            let base = t * slots;
+            stack.push((root as usize, 1usize));
+            while let Some((i, h)) = stack.pop() {
+                let node = forest.nodes[i];
+                if node.left as usize == i {
+                    let bottom = h << (slots.trailing_zeros() - h.ilog2());
+                    layout.leaves[base + bottom - slots] = forest.leaf_path[i];
+                } else {
+                    layout.thresholds[base + h] = node.value;
+                    layout.features[base + h] = node.feature as u8;
+                    stack.push((node.left as usize, 2 * h));
+                    stack.push((node.left as usize + 1, 2 * h + 1));
+                }
+            }
+        }
+        Some(layout)
+    }
+
+    /// The sum over the trees, in tree order, of the path lengths of `x`.
+    fn path_sum(&self, x: &[f64]) -> f64 {
+        by_shape!(self, path_sum_shaped(x))
+    }
+
+    /// The path sum of every row of `x` (rows of `d` values) into `sums`.
+    fn path_sums(&self, x: &[f64], d: usize, sums: &mut [f64]) {
+        by_shape!(self, path_sums_shaped(x, d, sums))
+    }
+
+    /// One vector through `LANES` trees at a time.
+    fn path_sum_shaped<const S: usize, const W: usize>(&self, x: &[f64]) -> f64 {
+        let mut row = [0.0; W];
+        row[..x.len()].copy_from_slice(x);
+        let thresholds = self.thresholds.as_chunks::<S>().0.chunks(LANES);
+        let features = self.features.as_chunks::<S>().0.chunks(LANES);
+        let leaves = self.leaves.as_chunks::<S>().0.chunks(LANES);
+        let mut total = 0.0;
+        for ((thr, feat), leaf) in thresholds.zip(features).zip(leaves) {
+            // A short last group repeats its last tree; the extra lanes are ignored.
+            let tree = |k: usize| k.min(thr.len() - 1);
+            let slot = descend::<S, W>(
+                std::array::from_fn(|k| &thr[tree(k)]),
+                std::array::from_fn(|k| &feat[tree(k)]),
+                [&row; LANES],
+            );
+            // Added one by one in tree order, so a batch score is bit-identical.
+            for (leaf, s) in leaf.iter().zip(slot) {
+                total += leaf[s];
+            }
+        }
+        total
+    }
+
+    /// Blocks of `BLOCK` rows, tree-major inside a block: a tree's tables stay in L1 while
+    /// every row of the block goes through it, `LANES` rows at a time.
+    fn path_sums_shaped<const S: usize, const W: usize>(
+        &self,
+        x: &[f64],
+        d: usize,
+        sums: &mut [f64],
+    ) {
+        let thresholds = self.thresholds.as_chunks::<S>().0;
+        let features = self.features.as_chunks::<S>().0;
+        let leaves = self.leaves.as_chunks::<S>().0;
+        // Rows padded to `W`; past the end of a short last block they are stale or zero, and
+        // their lanes are ignored.
+        // On the heap: up to 128 KiB.
+        let mut rows: Vec<[f64; W]> = std::iter::repeat_n([0.0; W], BLOCK).collect();
+        for (block, sums) in x.chunks(BLOCK * d).zip(sums.chunks_mut(BLOCK)) {
+            for (row, v) in rows.iter_mut().zip(block.chunks_exact(d)) {
+                row[..d].copy_from_slice(v);
+            }
+            let used = sums.len().next_multiple_of(LANES);
+            let groups = rows[..used].as_chunks::<LANES>().0;
+            let mut acc = [0.0; BLOCK];
+            let acc_groups = acc[..used].as_chunks_mut::<LANES>().0;
+            for ((thr, feat), leaf) in thresholds.iter().zip(features).zip(leaves) {
+                for (group, acc) in groups.iter().zip(acc_groups.iter_mut()) {
+                    let slot = descend::<S, W>(
+                        [thr; LANES],
+                        [feat; LANES],
+                        std::array::from_fn(|k| &group[k]),
+                    );
+                    for (a, s) in acc.iter_mut().zip(slot) {
+                        *a += leaf[s];
+                    }
+                }
+            }
+            sums.copy_from_slice(&acc[..sums.len()]);
+        }
+    }
+}
+
+/// `LANES` independent lookups, lane `k` of `rows[k]` in the tree `(thr[k], feat[k])`; returns
+/// each lane's bottom slot. The masks never change an index (heap indices stay below `S`
+/// before the last step, features below the row width) but let the compiler drop the bounds
+/// checks.
+#[inline(always)]
+fn descend<const S: usize, const W: usize>(
+    thr: [&[f64; S]; LANES],
+    feat: [&[u8; S]; LANES],
+    rows: [&[f64; W]; LANES],
+) -> [usize; LANES] {
+    let mut h = [1usize; LANES];
+    for _ in 0..S.trailing_zeros() {
+        for k in 0..LANES {
+            let i = h[k] & (S - 1);
+            let f = usize::from(feat[k][i]) & (W - 1);
+            h[k] = 2 * i + usize::from(rows[k][f] > thr[k][i]);
+        }
+    }
+    h.map(|i| i & (S - 1))
 }
 
 /// Scratch state for growing trees.
@@ -588,6 +828,103 @@ mod tests {
         let mut sizes = forest;
         sizes.leaf_path.pop();
         assert!(sizes.validate().is_err());
+    }
+
+    /// The scores of `data` by walking `nodes` one row at a time, as before the [`Layout`].
+    fn reference_scores(forest: &IsolationForest, data: &Array2<f64>) -> Vec<f64> {
+        data.rows()
+            .into_iter()
+            .map(|row| forest.to_score(forest.path_sum_nodes(row.as_slice().unwrap())))
+            .collect()
+    }
+
+    #[test]
+    fn layout_scores_equal_the_node_walk() {
+        // (training rows, features, trees, sample size): layouts of 16, 256 and 4096 slots,
+        // rows 8, 16 and 64 wide, trees not a multiple of the lanes, and a forest too wide
+        // for a layout.
+        let shapes = [
+            (40, 1, 1, 2),
+            (40, 3, 7, 16),
+            (200, 8, 9, 17),
+            (300, 9, 100, 256),
+            (600, 17, 10, 300),
+            (100, 64, 5, 64),
+            (100, 65, 5, 64),
+        ];
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+        for (i, &(rows, d, trees, sample_size)) in shapes.iter().enumerate() {
+            let data = blob(rows, 3, d, i as u64);
+            let p = ForestParams {
+                trees,
+                sample_size,
+                seed: i as u64,
+            };
+            let forest = IsolationForest::fit(data.view(), &p).unwrap();
+            assert_eq!(forest.layout.is_some(), d <= 64, "shape {i}");
+            // Off-data points, training rows, and points lying exactly on thresholds.
+            for n in [0, 1, 7, 8, 9, 255, 256, 257, 700] {
+                let mut probe = Array2::from_shape_fn((n, d), |_| rng.random_range(-3.0..3.0));
+                for (r, mut row) in probe.rows_mut().into_iter().enumerate() {
+                    if r % 3 == 1 {
+                        row.assign(&data.row(r % data.nrows()));
+                    } else if r % 3 == 2 {
+                        let node = forest.nodes[r % forest.nodes.len()];
+                        row[node.feature as usize] = node.value;
+                    }
+                }
+                let want = reference_scores(&forest, &probe);
+                let batch = forest.score_batch(probe.view()).unwrap();
+                assert_eq!(batch.to_vec(), want, "shape {i}, {n} rows");
+                let parallel = forest.score_batch_parallel(probe.view(), 2).unwrap();
+                assert_eq!(parallel.to_vec(), want, "shape {i}, {n} rows, 2 threads");
+                for (row, want) in probe.rows().into_iter().zip(&want) {
+                    assert_eq!(forest.score(row.as_slice().unwrap()).unwrap(), *want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decoding_rebuilds_the_layout_and_keeps_the_format() {
+        let data = blob(300, 5, 3, 12);
+        let forest = IsolationForest::fit(data.view(), &ForestParams::default()).unwrap();
+        let config = bincode::config::standard();
+        let bytes = bincode::encode_to_vec(&forest, config).unwrap();
+        let (decoded, _): (IsolationForest, _) =
+            bincode::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(decoded, forest);
+        assert!(decoded.layout.is_some());
+        // The same bytes as the derive on the serialized fields wrote before the layout.
+        #[derive(bincode::Encode)]
+        struct Serialized<'a> {
+            n_features: u32,
+            psi: u32,
+            c_psi: f64,
+            limit: u32,
+            roots: &'a [u32],
+            nodes: &'a [Node],
+            leaf_path: &'a [f64],
+            sizes: &'a [u32],
+        }
+        let old = Serialized {
+            n_features: forest.n_features,
+            psi: forest.psi,
+            c_psi: forest.c_psi,
+            limit: forest.limit,
+            roots: &forest.roots,
+            nodes: &forest.nodes,
+            leaf_path: &forest.leaf_path,
+            sizes: &forest.sizes,
+        };
+        assert_eq!(bincode::encode_to_vec(&old, config).unwrap(), bytes);
+        // A malformed forest decodes without a layout, for `validate` to reject.
+        let mut bad = forest.clone();
+        bad.nodes[bad.roots[0] as usize + 1].left = bad.roots[0];
+        let bytes = bincode::encode_to_vec(&bad, config).unwrap();
+        let (decoded, _): (IsolationForest, _) =
+            bincode::decode_from_slice(&bytes, config).unwrap();
+        assert!(decoded.layout.is_none() && decoded.validate().is_err());
     }
 
     #[test]
