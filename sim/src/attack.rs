@@ -261,8 +261,9 @@ pub struct Turned {
 impl Turned {
     /// Wraps `key` (labelled with the attack's scenario).
     pub fn new(mut key: NormalKey, turn: Turn, start: i64) -> Self {
-        // A median key, so volume alone says nothing.
-        key.habits.sessions_per_day = 30.0;
+        // About the median normal key's volume (a few hundred requests a day), so volume
+        // alone says nothing.
+        key.habits.sessions_per_day = 75.0;
         key.habits.session_len_median = 10.0;
         key.habits.think_median_ms = 4_000.0;
         let next_id = dist::range(key.rng(), 1_000, 100_000);

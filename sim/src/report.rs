@@ -39,6 +39,9 @@ pub struct ScenarioReport {
     pub flagged_outside_attack: u64,
     /// Requests that could not be sent.
     pub errors: u64,
+    /// Counted requests per simulated day over the span they cover (per key: the scenario's
+    /// requests divided by its keys).
+    pub requests_per_key_day: f64,
     /// Decisions on counted requests.
     pub decisions: std::collections::BTreeMap<String, u64>,
 }
@@ -54,6 +57,10 @@ pub struct FlaggedKey {
     pub requests: u64,
     /// Those not plainly allowed.
     pub flagged_requests: u64,
+    /// Refused (throttled or blocked), not only flagged or shadowed.
+    pub blocked: bool,
+    /// How many were refused.
+    pub blocked_requests: u64,
     /// The first such decision and reason.
     pub first: String,
 }
@@ -73,6 +80,8 @@ pub struct Report {
     pub normal_keys: usize,
     /// The flagged ones.
     pub flagged_normal_keys: Vec<FlaggedKey>,
+    /// Median requests per simulated day of a normal key.
+    pub normal_key_requests_per_day_median: f64,
     /// Attacks detected.
     pub attacks_detected: usize,
     /// Attacks.
@@ -137,6 +146,11 @@ impl Report {
                 (Some(f), Some(t0), true) => Some((f.ts_ms - t0) as f64 / 1_000.0),
                 _ => None,
             };
+            let span_days = match (s.counted_ts.first(), s.counted_ts.last()) {
+                (Some(a), Some(b)) => ((b - a) as f64 / 86_400_000.0).max(1.0 / 24.0),
+                _ => 1.0,
+            };
+            let per_key_day = s.counted as f64 / span_days / s.keys.len().max(1) as f64;
             scenarios.push(ScenarioReport {
                 name: name.to_owned(),
                 attack: s.attack,
@@ -152,6 +166,7 @@ impl Report {
                 flagged_keys,
                 flagged_outside_attack: s.flagged_outside_attack,
                 errors: s.errors,
+                requests_per_key_day: per_key_day,
                 decisions: s.decisions,
             });
         }
@@ -168,6 +183,8 @@ impl Report {
                 scenario: k.scenario.to_owned(),
                 requests: k.requests,
                 flagged_requests: k.flagged,
+                blocked: k.refused > 0,
+                blocked_requests: k.refused,
                 first: k
                     .first
                     .as_ref()
@@ -176,6 +193,13 @@ impl Report {
             })
             .collect();
         let fp = flagged_normal_keys.len();
+        let mut volumes: Vec<f64> = tally
+            .keys
+            .values()
+            .map(|k| k.requests as f64 / info.simulated_days.max(1e-9))
+            .collect();
+        volumes.sort_by(f64::total_cmp);
+        let median = volumes.get(volumes.len() / 2).copied().unwrap_or(0.0);
         Self {
             false_positive_rate: ratio(fp, normal_keys, 0.0),
             precision: ratio(attacks_detected, attacks_detected + fp, 0.0),
@@ -183,6 +207,7 @@ impl Report {
             scenarios,
             normal_keys,
             flagged_normal_keys,
+            normal_key_requests_per_day_median: median,
             attacks_detected,
             attacks,
             requests: tally.requests,
@@ -200,13 +225,14 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "{:<22} {:>6} {:>9} {:>14} {:>10} {:>10} {:>9}  {}\n",
+            "{:<22} {:>6} {:>9} {:>14} {:>10} {:>10} {:>9} {:>9}  {}\n",
             "scenario",
             "attack",
             "detected",
             "time to detect",
             "before",
             "requests",
+            "/key/day",
             "keys",
             "first detection"
         ));
@@ -223,17 +249,20 @@ impl Report {
                 (Some(d), Some(r)) => format!("{d} {r}"),
                 _ => String::new(),
             };
-            out.push_str(&format!(
-                "{:<22} {:>6} {:>9} {:>14} {:>10} {:>10} {:>9}  {}\n",
+            let row = format!(
+                "{:<22} {:>6} {:>9} {:>14} {:>10} {:>10} {:>9.0} {:>9}  {}",
                 s.name,
                 if s.attack { "yes" } else { "no" },
                 if s.detected { "YES" } else { "no" },
                 ttd,
                 s.requests_before_detection,
                 s.requests,
+                s.requests_per_key_day,
                 keys,
                 first
-            ));
+            );
+            out.push_str(row.trim_end());
+            out.push('\n');
         }
         out.push_str(&format!(
             "\nattacks detected {}/{}  recall {:.3}  precision {:.3}  false-positive rate {:.4} ({} of {} normal keys flagged)\n",
@@ -247,10 +276,20 @@ impl Report {
         ));
         for k in self.flagged_normal_keys.iter().take(20) {
             out.push_str(&format!(
-                "  flagged {} ({}): {} of {} requests, first: {}\n",
-                k.key, k.scenario, k.flagged_requests, k.requests, k.first
+                "  {} {} ({}): {} of {} requests ({} refused), first: {}\n",
+                if k.blocked { "blocked" } else { "flagged" },
+                k.key,
+                k.scenario,
+                k.flagged_requests,
+                k.requests,
+                k.blocked_requests,
+                k.first
             ));
         }
+        out.push_str(&format!(
+            "a normal key makes {:.0} requests per simulated day (median)\n",
+            self.normal_key_requests_per_day_median
+        ));
         out.push_str(&format!(
             "{} requests ({} errors) in {:.1} s wall time ({:.0} requests/s), {:.1} simulated days, driver {}, seed {}\n",
             self.requests,

@@ -17,6 +17,17 @@ pub struct Verdict {
     pub reason: String,
 }
 
+impl Verdict {
+    /// Whether the request was turned away (throttle, block, or the HTTP statuses for them),
+    /// rather than only flagged or shadowed.
+    pub fn refused(&self) -> bool {
+        matches!(
+            self.decision.as_str(),
+            "throttle" | "block" | "429" | "403" | "401"
+        )
+    }
+}
+
 /// The first detection of a scenario or key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct First {
@@ -72,6 +83,8 @@ pub struct KeyTally {
     pub requests: u64,
     /// Requests not plainly allowed.
     pub flagged: u64,
+    /// Of those, the ones refused (throttled or blocked, not only flagged or shadowed).
+    pub refused: u64,
     /// The first of them.
     pub first: Option<First>,
 }
@@ -136,6 +149,9 @@ impl Tally {
             k.requests += 1;
             if verdict.detected {
                 k.flagged += 1;
+                if verdict.refused() {
+                    k.refused += 1;
+                }
                 let f = First {
                     ts_ms: req.ts_ms,
                     decision: verdict.decision.clone(),
@@ -177,6 +193,7 @@ impl Tally {
             k.scenario = o.scenario;
             k.requests += o.requests;
             k.flagged += o.flagged;
+            k.refused += o.refused;
             k.first = earlier(k.first.take(), o.first);
         }
     }
