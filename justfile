@@ -190,6 +190,11 @@ bench-detect:
     cargo bench -p palisade-scorer --bench forest 2>&1 | grep -E '^forest|time:|thrpt:'
     "{{root}}/.venv-bench/bin/python" "{{root}}/bench/sklearn_bench.py" "{{root}}/scorer/tests/fixtures/parity.csv"
 
+# Detection quality: seven simulated days (200 normal keys, every attack) replayed through a real
+# scorer with sim/scorer.toml; table on stdout, report in target/sim/report.json (docs/detection.md).
+sim *args:
+    cargo run --release -p palisade-sim -- --spawn-scorer "{{root}}/sim/scorer.toml" --report "{{root}}/target/sim/report.json" {{args}}
+
 # What CI runs.
 ci: lint test
 
