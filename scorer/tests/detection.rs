@@ -26,6 +26,13 @@ fn config(model_dir: &std::path::Path, alerts: Option<&str>) -> Config {
     d.min_requests = 20;
     d.score_every = 4;
     d.model_dir = Some(model_dir.to_owned());
+    // The mechanics, not the calibration (that is palisade-sim's): thresholds for this
+    // population.
+    d.default_thresholds = palisade_scorer::detect::risk::TierThresholds {
+        flag: 0.6,
+        throttle: 0.7,
+        block: 0.8,
+    };
     d.training.interval_ms = 2 * 60 * MIN as u64;
     d.training.min_samples = 64;
     d.training.min_key_age_ms = 30 * MIN as u64;

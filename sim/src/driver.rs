@@ -299,6 +299,7 @@ impl Target for ScorerTarget {
             detected: response.decision != Decision::Allow as i32,
             decision: decision_name(response.decision).to_owned(),
             reason: response.reason,
+            anomaly_score: response.anomaly_score,
         })
     }
 
@@ -353,6 +354,7 @@ impl BackendTarget {
             detected: status == 401 || status == 403,
             decision: status.to_string(),
             reason: "direct call".to_owned(),
+            anomaly_score: 0.0,
         })
     }
 }
@@ -434,6 +436,7 @@ impl Target for EnvoyTarget {
             detected,
             decision: status.to_string(),
             reason: format!("http {status}"),
+            anomaly_score: 0.0,
         })
     }
 }
@@ -462,6 +465,7 @@ mod tests {
                 detected: req.malicious,
                 decision: "allow".into(),
                 reason: String::new(),
+                anomaly_score: 0.0,
             })
         }
     }

@@ -44,6 +44,9 @@ pub struct ScenarioReport {
     pub requests_per_key_day: f64,
     /// Decisions on counted requests.
     pub decisions: std::collections::BTreeMap<String, u64>,
+    /// Highest anomaly score the model gave a counted request (normal populations: over all
+    /// their keys).
+    pub max_anomaly_score: f64,
 }
 
 /// A flagged normal key.
@@ -82,6 +85,9 @@ pub struct Report {
     pub flagged_normal_keys: Vec<FlaggedKey>,
     /// Median requests per simulated day of a normal key.
     pub normal_key_requests_per_day_median: f64,
+    /// Normal keys' highest anomaly scores: the 50th, 90th, 99th percentile and the maximum
+    /// (how close the ordinary population comes to the flag threshold).
+    pub normal_key_max_score_quantiles: [f64; 4],
     /// Attacks detected.
     pub attacks_detected: usize,
     /// Attacks.
@@ -168,6 +174,7 @@ impl Report {
                 errors: s.errors,
                 requests_per_key_day: per_key_day,
                 decisions: s.decisions,
+                max_anomaly_score: s.max_score,
             });
         }
         scenarios.sort_by_key(|s| (!s.attack, s.name.clone()));
@@ -200,6 +207,15 @@ impl Report {
             .collect();
         volumes.sort_by(f64::total_cmp);
         let median = volumes.get(volumes.len() / 2).copied().unwrap_or(0.0);
+        let mut peaks: Vec<f64> = tally.keys.values().map(|k| k.max_score).collect();
+        peaks.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            peaks
+                .get(((peaks.len() as f64 * p) as usize).min(peaks.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let normal_key_max_score_quantiles = [q(0.5), q(0.9), q(0.99), q(1.0)];
         Self {
             false_positive_rate: ratio(fp, normal_keys, 0.0),
             precision: ratio(attacks_detected, attacks_detected + fp, 0.0),
@@ -208,6 +224,7 @@ impl Report {
             normal_keys,
             flagged_normal_keys,
             normal_key_requests_per_day_median: median,
+            normal_key_max_score_quantiles,
             attacks_detected,
             attacks,
             requests: tally.requests,
@@ -225,7 +242,7 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "{:<22} {:>6} {:>9} {:>14} {:>10} {:>10} {:>9} {:>9}  {}\n",
+            "{:<22} {:>6} {:>9} {:>14} {:>10} {:>10} {:>9} {:>9} {:>6}  {}\n",
             "scenario",
             "attack",
             "detected",
@@ -234,6 +251,7 @@ impl Report {
             "requests",
             "/key/day",
             "keys",
+            "score",
             "first detection"
         ));
         for s in &self.scenarios {
@@ -250,7 +268,7 @@ impl Report {
                 _ => String::new(),
             };
             let row = format!(
-                "{:<22} {:>6} {:>9} {:>14} {:>10} {:>10} {:>9.0} {:>9}  {}",
+                "{:<22} {:>6} {:>9} {:>14} {:>10} {:>10} {:>9.0} {:>9} {:>6.3}  {}",
                 s.name,
                 if s.attack { "yes" } else { "no" },
                 if s.detected { "YES" } else { "no" },
@@ -259,6 +277,7 @@ impl Report {
                 s.requests,
                 s.requests_per_key_day,
                 keys,
+                s.max_anomaly_score,
                 first
             );
             out.push_str(row.trim_end());
@@ -289,6 +308,10 @@ impl Report {
         out.push_str(&format!(
             "a normal key makes {:.0} requests per simulated day (median)\n",
             self.normal_key_requests_per_day_median
+        ));
+        let [p50, p90, p99, max] = self.normal_key_max_score_quantiles;
+        out.push_str(&format!(
+            "normal keys' highest anomaly score: p50 {p50:.3}, p90 {p90:.3}, p99 {p99:.3}, max {max:.3} (score: highest on the scenario's requests)\n"
         ));
         out.push_str(&format!(
             "{} requests ({} errors) in {:.1} s wall time ({:.0} requests/s), {:.1} simulated days, driver {}, seed {}\n",
@@ -353,6 +376,7 @@ mod tests {
             detected,
             decision: if detected { "throttle" } else { "allow" }.into(),
             reason: "r".into(),
+            anomaly_score: 0.0,
         }
     }
 

@@ -7,37 +7,20 @@ use anyhow::Context;
 use palisade_scorer::{Config, RunningScorer};
 use tokio::{net::TcpListener, sync::oneshot};
 
-/// The scorer configuration in `text`, on free loopback ports. A `[detect]` section the
-/// scorer does not know yet is dropped with a warning (returned), so the simulator runs
-/// against scorers with and without behavioural detection.
-pub fn scorer_config(text: &str, origin: &str) -> anyhow::Result<(Config, Vec<String>)> {
-    let mut warnings = Vec::new();
-    let mut config = match Config::from_toml_str(text, origin) {
-        Ok(c) => c,
-        Err(e) if e.to_string().contains("unknown field `detect`") => {
-            let mut table: toml::Table = toml::from_str(text).context("parsing the TOML")?;
-            table.remove("detect");
-            warnings.push(format!(
-                "{origin}: this scorer has no [detect] section; running without behavioural detection"
-            ));
-            Config::from_toml_str(&toml::to_string(&table)?, origin)?
-        }
-        Err(e) => return Err(e.into()),
-    };
+/// The scorer configuration in `text`, on free loopback ports.
+pub fn scorer_config(text: &str, origin: &str) -> anyhow::Result<Config> {
+    let mut config = Config::from_toml_str(text, origin)?;
     config.server.grpc_listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.server.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.validate()?;
-    Ok((config, warnings))
+    Ok(config)
 }
 
-/// Starts a scorer from the file at `path`; prints the warnings on stderr.
+/// Starts a scorer from the file at `path`.
 pub async fn start_scorer(path: &Path) -> anyhow::Result<RunningScorer> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let (config, warnings) = scorer_config(&text, &path.display().to_string())?;
-    for w in warnings {
-        eprintln!("warning: {w}");
-    }
+    let config = scorer_config(&text, &path.display().to_string())?;
     RunningScorer::start(config)
         .await
         .context("starting the scorer")
@@ -91,7 +74,7 @@ mod tests {
     fn the_sim_config_loads_and_matches_the_populations_limits() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scorer.toml");
         let text = std::fs::read_to_string(&path).unwrap();
-        let (config, _) = scorer_config(&text, "scorer.toml").unwrap();
+        let config = scorer_config(&text, "scorer.toml").unwrap();
         assert_eq!(config.server.grpc_listen.port(), 0);
         for tier in ["free", "standard", "enterprise"] {
             let windows: Vec<(i64, u32)> = config.limits.tiers[tier]

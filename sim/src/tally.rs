@@ -15,6 +15,8 @@ pub struct Verdict {
     pub decision: String,
     /// The reason given.
     pub reason: String,
+    /// The key's anomaly score as the scorer reported it (0 without a model or a key).
+    pub anomaly_score: f64,
 }
 
 impl Verdict {
@@ -72,6 +74,8 @@ pub struct ScenarioTally {
     pub decisions: BTreeMap<String, u64>,
     /// Keys of the scenario.
     pub keys: BTreeSet<String>,
+    /// Highest anomaly score on a counted request.
+    pub max_score: f64,
 }
 
 /// One normal key's tally.
@@ -87,6 +91,8 @@ pub struct KeyTally {
     pub refused: u64,
     /// The first of them.
     pub first: Option<First>,
+    /// Highest anomaly score on any of its requests.
+    pub max_score: f64,
 }
 
 /// Everything observed.
@@ -129,6 +135,7 @@ impl Tally {
         if counted {
             s.counted += 1;
             s.counted_ts.push(req.ts_ms);
+            s.max_score = s.max_score.max(verdict.anomaly_score);
             s.first_ms = Some(s.first_ms.map_or(req.ts_ms, |t| t.min(req.ts_ms)));
             *s.decisions.entry(verdict.decision.clone()).or_default() += 1;
             if verdict.detected {
@@ -147,6 +154,7 @@ impl Tally {
             let k = self.keys.entry(req.key_id.clone()).or_default();
             k.scenario = req.scenario;
             k.requests += 1;
+            k.max_score = k.max_score.max(verdict.anomaly_score);
             if verdict.detected {
                 k.flagged += 1;
                 if verdict.refused() {
@@ -187,6 +195,7 @@ impl Tally {
                 *s.decisions.entry(d).or_default() += n;
             }
             s.keys.extend(o.keys);
+            s.max_score = s.max_score.max(o.max_score);
         }
         for (key, o) in other.keys {
             let k = self.keys.entry(key).or_default();
@@ -195,6 +204,7 @@ impl Tally {
             k.flagged += o.flagged;
             k.refused += o.refused;
             k.first = earlier(k.first.take(), o.first);
+            k.max_score = k.max_score.max(o.max_score);
         }
     }
 }

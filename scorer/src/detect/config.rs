@@ -44,7 +44,8 @@ pub struct DetectConfig {
     pub models_kept: usize,
     /// Training.
     pub training: TrainingConfig,
-    /// Thresholds of tiers not listed in `tiers`.
+    /// Thresholds of tiers not listed in `tiers` (defaults 0.72 / 0.78 / 0.85: above the
+    /// highest score ordinary keys reached in the seven-day simulation, docs/detection.md).
     pub default_thresholds: TierThresholds,
     /// Thresholds per tier, by tier name.
     pub tiers: BTreeMap<String, TierThresholds>,

@@ -20,9 +20,9 @@ pub struct TierThresholds {
 impl Default for TierThresholds {
     fn default() -> Self {
         Self {
-            flag: 0.6,
-            throttle: 0.7,
-            block: 0.8,
+            flag: 0.72,
+            throttle: 0.78,
+            block: 0.85,
         }
     }
 }
@@ -131,7 +131,11 @@ mod tests {
 
     #[test]
     fn graduated_response_and_shadow_mode() {
-        let t = TierThresholds::default();
+        let t = TierThresholds {
+            flag: 0.6,
+            throttle: 0.7,
+            block: 0.8,
+        };
         let d = |risk, enforce| decide(risk, &t, enforce, "rps_1m=40 (80%)").decision;
         assert_eq!(d(0.5, true), Decision::Allow);
         assert_eq!(d(0.65, false), Decision::Flag);
