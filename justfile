@@ -164,6 +164,7 @@ bench: setup build-wasm
     PALISADE_ENVOY_BIN="{{envoy}}" PALISADE_WASM="{{wasm}}" cargo run --release -p palisade-e2e --bin palisade-bench -- gateway
     cargo run --release -p palisade-e2e --bin palisade-bench -- events
     just bench-redis
+    just bench-detect
 
 # Rate limiting with Redis: Check RPC throughput/latency, round trips per Check, log vs counter.
 # Uses a private redis-server on a free loopback port (its statistics are reset), removed after.
@@ -189,6 +190,10 @@ bench-detect:
     fi
     cargo bench -p palisade-scorer --bench forest 2>&1 | grep -E '^forest|time:|thrpt:'
     "{{root}}/.venv-bench/bin/python" "{{root}}/bench/sklearn_bench.py" "{{root}}/scorer/tests/fixtures/parity.csv"
+    # The detection step per Check (target <= 20 us), then Check over tonic with detection on and off.
+    cargo bench -p palisade-scorer --bench detect 2>&1 | grep -E '^detect|time:'
+    cargo run --release -p palisade-e2e --bin palisade-bench -- check --rate 5000 --seconds 10 --callers 64
+    cargo run --release -p palisade-e2e --bin palisade-bench -- check --rate 5000 --seconds 10 --callers 64 --no-detect
 
 # Detection quality: seven simulated days (200 normal keys, every attack) replayed through a real
 # scorer with sim/scorer.toml; table on stdout, report in target/sim/report.json (docs/detection.md).
