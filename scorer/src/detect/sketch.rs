@@ -1,7 +1,10 @@
 //! Bounded-memory summaries the per-key features are built from: exponentially decayed
 //! counters, a small HyperLogLog, and a capped map that evicts its weakest entry.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, DefaultHasher},
+};
 
 /// A sum that decays with time constant `tau_ms`: after `tau_ms` without additions it is down
 /// to `1/e`. For a steady stream it approximates the amount added over the last `tau_ms`.
@@ -95,11 +98,13 @@ impl<const P: u32> Hll<P> {
 }
 
 /// A map of at most `cap` entries; inserting into a full map first evicts the entry `weight`
-/// ranks lowest.
+/// ranks lowest. Hashed with fixed keys, so iteration order (and with it float sums and
+/// eviction among equal weights) is the same on every run: features stay a pure function of
+/// the requests. A few dozen entries leave nothing for hash flooding to gain.
 #[derive(Debug, Clone)]
 pub struct CappedMap<V> {
     cap: usize,
-    entries: HashMap<String, V>,
+    entries: HashMap<String, V, BuildHasherDefault<DefaultHasher>>,
 }
 
 impl<V> CappedMap<V> {
@@ -107,7 +112,7 @@ impl<V> CappedMap<V> {
     pub fn new(cap: usize) -> Self {
         Self {
             cap: cap.max(1),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
         }
     }
 
