@@ -58,7 +58,7 @@ pub struct Engine {
 impl Engine {
     /// An engine for `limits`, reporting into `metrics`.
     pub fn new(limits: &LimitsConfig, metrics: Arc<Metrics>) -> Self {
-        let decisions = std::array::from_fn(|i| metrics.decision(decision_name(i as i32)));
+        let decisions = std::array::from_fn(|i| metrics.decision(verdict::decision_name(i as i32)));
         let outcomes = std::array::from_fn(|i| metrics.outcome(outcome_name(i as i32)));
         let engine = Self {
             policies: ArcSwap::from_pointee(Self::policies(limits, &metrics)),
@@ -365,22 +365,10 @@ fn detect(
     response.anomaly_score = a.score;
     response.model_version = a.model_version.to_string();
     let model = a.verdict.decision;
-    if severity(model as i32) > severity(response.decision) {
+    if verdict::severity(model as i32) > verdict::severity(response.decision) {
         response.decision = model as i32;
         response.reason = a.verdict.reason;
         response.retry_after_seconds = a.retry_after_seconds;
-    }
-}
-
-/// Allow < flag < shadow throttle < shadow block < throttle < block.
-fn severity(decision: i32) -> u8 {
-    match Decision::try_from(decision) {
-        Ok(Decision::Flag) => 1,
-        Ok(Decision::ShadowThrottle) => 2,
-        Ok(Decision::ShadowBlock) => 3,
-        Ok(Decision::Throttle) => 4,
-        Ok(Decision::Block) => 5,
-        _ => 0,
     }
 }
 
@@ -404,18 +392,6 @@ fn count(policies: &Policies, policy: &Policy, admitted: bool) {
             (false, false) => c.throttled.inc(),
             (false, true) => c.shadow_throttled.inc(),
         };
-    }
-}
-
-fn decision_name(d: i32) -> &'static str {
-    match Decision::try_from(d) {
-        Ok(Decision::Allow) => "allow",
-        Ok(Decision::Throttle) => "throttle",
-        Ok(Decision::Block) => "block",
-        Ok(Decision::Flag) => "flag",
-        Ok(Decision::ShadowThrottle) => "shadow_throttle",
-        Ok(Decision::ShadowBlock) => "shadow_block",
-        _ => "unspecified",
     }
 }
 

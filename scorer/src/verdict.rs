@@ -4,6 +4,33 @@ use palisade_proto::v1::{CheckResponse, Decision, RateLimit};
 
 use crate::limiter::{Outcome, Policy};
 
+/// A decision's metric label and report name (`allow`, `throttle`, `block`, `flag`,
+/// `shadow_throttle`, `shadow_block`; anything else `unspecified`).
+pub fn decision_name(d: i32) -> &'static str {
+    match Decision::try_from(d) {
+        Ok(Decision::Allow) => "allow",
+        Ok(Decision::Throttle) => "throttle",
+        Ok(Decision::Block) => "block",
+        Ok(Decision::Flag) => "flag",
+        Ok(Decision::ShadowThrottle) => "shadow_throttle",
+        Ok(Decision::ShadowBlock) => "shadow_block",
+        _ => "unspecified",
+    }
+}
+
+/// How much a decision does to the request: allow < flag < shadow throttle < shadow block <
+/// throttle < block. Of two verdicts on one request, the more severe stands.
+pub fn severity(decision: i32) -> u8 {
+    match Decision::try_from(decision) {
+        Ok(Decision::Flag) => 1,
+        Ok(Decision::ShadowThrottle) => 2,
+        Ok(Decision::ShadowBlock) => 3,
+        Ok(Decision::Throttle) => 4,
+        Ok(Decision::Block) => 5,
+        _ => 0,
+    }
+}
+
 /// Whole seconds, rounded up, so a client never retries too early.
 pub fn ceil_secs(ms: u64) -> u32 {
     u32::try_from(ms.div_ceil(1_000)).unwrap_or(u32::MAX)

@@ -118,18 +118,8 @@ pub fn shard(key: &str, workers: usize) -> usize {
     (h.finish() % workers.max(1) as u64) as usize
 }
 
-/// The decision's name in the report.
-pub fn decision_name(d: i32) -> &'static str {
-    match Decision::try_from(d) {
-        Ok(Decision::Allow) => "allow",
-        Ok(Decision::Throttle) => "throttle",
-        Ok(Decision::Block) => "block",
-        Ok(Decision::Flag) => "flag",
-        Ok(Decision::ShadowThrottle) => "shadow_throttle",
-        Ok(Decision::ShadowBlock) => "shadow_block",
-        _ => "unspecified",
-    }
-}
+/// The decision's name in the report: the scorer's own metric label.
+pub use palisade_scorer::verdict::decision_name;
 
 /// The outcome and status the filter would report for `response` to `req`.
 fn outcome(req: &SimRequest, response: &CheckResponse) -> (Outcome, u32) {

@@ -35,6 +35,8 @@ use prometheus_client::{
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use crate::verdict;
+
 use super::{
     config::DetectConfig,
     features::{self, Event, FEATURE_NAMES, KeyFeatures, Outcome},
@@ -122,6 +124,8 @@ pub struct DetectMetrics {
     pub score_seconds: Histogram,
     /// Model verdicts by decision.
     pub decisions: Family<LevelLabels, Counter>,
+    /// `decisions`' counters by `Decision` value, resolved once: the Check path only bumps.
+    by_decision: [Counter; 7],
     /// Retrains by result.
     pub retrains: Family<RetrainLabels, Counter>,
     /// Training vectors in the reservoir.
@@ -138,12 +142,21 @@ pub struct DetectMetrics {
 
 impl Default for DetectMetrics {
     fn default() -> Self {
+        let decisions = Family::<LevelLabels, Counter>::default();
+        let by_decision = std::array::from_fn(|i| {
+            decisions
+                .get_or_create(&LevelLabels {
+                    decision: verdict::decision_name(i as i32).to_owned(),
+                })
+                .clone()
+        });
         Self {
             keys: Gauge::default(),
             evicted: Counter::default(),
             scored: Counter::default(),
             score_seconds: Histogram::new(exponential_buckets(1e-6, 2.0, 14)),
-            decisions: Family::default(),
+            decisions,
+            by_decision,
             retrains: Family::default(),
             reservoir: Gauge::default(),
             model_loaded: Gauge::default(),
@@ -457,10 +470,9 @@ impl Detector {
             let mut keys = shard.lock();
             if !keys.contains_key(o.key_id) {
                 self.make_room(&mut keys, &config, o.now_ms);
+                keys.insert(o.key_id.to_owned(), KeyState::new(o.now_ms));
             }
-            let state = keys
-                .entry(o.key_id.to_owned())
-                .or_insert_with(|| KeyState::new(o.now_ms));
+            let state = keys.get_mut(o.key_id)?;
             state.features.observe(&Event {
                 ts_ms: o.now_ms,
                 path: o.path,
@@ -497,13 +509,9 @@ impl Detector {
         }
         if let Some(a) = &assessment
             && a.verdict.decision != Decision::Allow
+            && let Some(c) = self.metrics.by_decision.get(a.verdict.decision as usize)
         {
-            self.metrics
-                .decisions
-                .get_or_create(&LevelLabels {
-                    decision: decision_label(a.verdict.decision).to_owned(),
-                })
-                .inc();
+            c.inc();
         }
         assessment
     }
@@ -769,17 +777,6 @@ fn readable(v: f64) -> String {
     }
 }
 
-fn decision_label(d: Decision) -> &'static str {
-    match d {
-        Decision::Flag => "flag",
-        Decision::Throttle => "throttle",
-        Decision::Block => "block",
-        Decision::ShadowThrottle => "shadow_throttle",
-        Decision::ShadowBlock => "shadow_block",
-        _ => "allow",
-    }
-}
-
 /// The schema of the raw feature vector (for CSV export and the offline CLI).
 pub fn raw_schema() -> Schema {
     features::schema()
@@ -995,14 +992,7 @@ mod tests {
     }
 
     fn severity(d: Decision) -> u8 {
-        match d {
-            Decision::Flag => 1,
-            Decision::ShadowThrottle => 2,
-            Decision::ShadowBlock => 3,
-            Decision::Throttle => 4,
-            Decision::Block => 5,
-            _ => 0,
-        }
+        verdict::severity(d as i32)
     }
 
     #[test]
