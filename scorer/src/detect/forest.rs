@@ -11,9 +11,11 @@
 //! Trees are stored (and serialized) as one flat array of 16-byte nodes, the two children of
 //! a node next to each other, a leaf pointing at itself with an infinite threshold. Scoring
 //! uses a [`Layout`] derived from them at fit and decode time: each tree completed to a
-//! perfect binary tree in heap order, so a lookup is a fixed number of branch-free steps
-//! with no child pointer and no bounds check, and several lookups (rows of a batch, or trees
-//! for one vector) are interleaved to overlap their memory loads.
+//! perfect binary tree in heap order, thresholds replaced by their rank among the feature's
+//! distinct thresholds (a row is ranked once, then every comparison is an exact integer
+//! one), so a lookup is a fixed number of branch-free steps with no child pointer and no
+//! bounds check, and several lookups (rows of a batch, or trees for one vector) are
+//! interleaved to overlap their memory loads.
 
 use ndarray::{Array1, ArrayView2, Axis, Slice};
 use rand::{Rng, SeedableRng};
@@ -21,10 +23,11 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// Euler–Mascheroni constant, as numpy's `np.euler_gamma`.
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
-/// Independent lookups interleaved in one pass.
-const LANES: usize = 8;
+/// Independent lookups interleaved in one pass: a step's result is ready about 16 cycles
+/// after its index, so this many chains keep the core's load ports busy.
+const LANES: usize = 12;
 /// Rows scored together in a batch; a multiple of `LANES`.
-const BLOCK: usize = 256;
+const BLOCK: usize = 22 * LANES;
 
 /// Why a forest cannot be fitted or cannot score.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -491,25 +494,31 @@ impl IsolationForest {
 const SLOTS: [usize; 3] = [16, 256, 4096];
 /// Row widths a [`Layout`] may have: rows are padded up to the first that holds them.
 const WIDTHS: [usize; 3] = [8, 16, 64];
+/// The packed node of a padding slot: above every row key, so a lookup always goes left.
+const PAD: u32 = u32::MAX << 8;
 
 /// The scoring form of the trees, derived from `nodes`: each tree completed to a perfect
 /// binary tree of `slots` leaves in heap order (node `h` has children `2h` and `2h + 1`, the
-/// root is 1). Below a real leaf every node has an infinite threshold, so a lookup goes left
-/// to the bottom-left slot of the leaf's subtree, which holds the leaf's path length.
+/// root is 1). Below a real leaf every node is [`PAD`], so a lookup goes left to the
+/// bottom-left slot of the leaf's subtree, which holds the leaf's path length.
 ///
-/// A lookup is then `log2 slots` steps of `h = 2h + (x[feature[h]] > threshold[h])`: no child
-/// load, and with `slots` and the row width as constants no bounds check either (indices are
-/// masked), so the step is a handful of instructions and eight interleaved lookups keep the
-/// core busy.
+/// Thresholds are replaced by their rank among the distinct thresholds of their feature
+/// (`cuts`), and a row by the number of each feature's cuts below it, so `x > threshold`
+/// becomes an exact integer comparison of the two ranks. A split is packed in one `u32`,
+/// `rank << 8 | feature`, and a row value is `rank << 8` (a `u64`), so the packed node
+/// compares as its rank would: a step is `h = 2h + ((node - row[node & mask]) >> 63)`, two
+/// loads, a subtraction and a shift, where the `f64` walk needed three loads and a
+/// floating-point compare. With `slots` and the row width as constants there is no bounds
+/// check either (indices are masked), and several interleaved lookups keep the core busy.
 #[derive(Debug, Clone, PartialEq)]
 struct Layout {
     slots: usize,
     /// Row width: the feature count rounded up to one of [`WIDTHS`].
     width: usize,
-    /// `slots` per tree, by heap index (0 is unused).
-    thresholds: Vec<f64>,
-    /// `slots` per tree, by heap index (0 is unused).
-    features: Vec<u8>,
+    /// Per feature, its distinct split thresholds.
+    cuts: Vec<Cuts>,
+    /// `slots` per tree, by heap index (0 is unused): `rank << 8 | feature`, or [`PAD`].
+    nodes: Vec<u32>,
     /// `slots` per tree: the path length (depth plus `c(n)`) of the leaf above each slot.
     leaves: Vec<f64>,
 }
@@ -534,20 +543,31 @@ macro_rules! by_shape {
 
 impl Layout {
     /// The layout of a forest, or `None` when it is malformed (see
-    /// [`IsolationForest::validate`]), deeper than the largest of [`SLOTS`] or wider than the
-    /// largest of [`WIDTHS`].
+    /// [`IsolationForest::validate`]), deeper than the largest of [`SLOTS`], wider than the
+    /// largest of [`WIDTHS`], or has too many distinct thresholds for a 24-bit rank.
     fn build(forest: &IsolationForest) -> Option<Self> {
         forest.validate().ok()?;
         let slots = SLOTS
             .into_iter()
             .find(|s| s.trailing_zeros() >= forest.limit)?;
         let width = WIDTHS.into_iter().find(|&w| w >= forest.n_features())?;
+        let mut cuts = vec![Vec::new(); forest.n_features()];
+        for (i, node) in forest.nodes.iter().enumerate() {
+            if node.left as usize != i {
+                cuts[node.feature as usize].push(node.value);
+            }
+        }
+        let cuts: Vec<Cuts> = cuts.into_iter().map(Cuts::new).collect();
+        // A row's rank is at most the cut count, and must stay below `PAD >> 8`.
+        if cuts.iter().any(|c| c.values.len() >= (PAD >> 8) as usize) {
+            return None;
+        }
         let len = forest.roots.len() * slots;
         let mut layout = Self {
             slots,
             width,
-            thresholds: vec![f64::INFINITY; len],
-            features: vec![0; len],
+            cuts,
+            nodes: vec![PAD; len],
             leaves: vec![0.0; len],
         };
         // Validated: children are in bounds and no split is deeper than `limit - 1`, so `h`
@@ -562,14 +582,26 @@ impl Layout {
                     let bottom = h << (slots.trailing_zeros() - h.ilog2());
                     layout.leaves[base + bottom - slots] = forest.leaf_path[i];
                 } else {
-                    layout.thresholds[base + h] = node.value;
-                    layout.features[base + h] = node.feature as u8;
+                    let f = node.feature as usize;
+                    let rank = layout.cuts[f].rank(node.value);
+                    layout.nodes[base + h] = (rank as u32) << 8 | node.feature;
                     stack.push((node.left as usize, 2 * h));
                     stack.push((node.left as usize + 1, 2 * h + 1));
                 }
             }
         }
         Some(layout)
+    }
+
+    /// `x` as row keys: for each feature, the number of its cuts below the value, shifted
+    /// as the packed nodes are. Cut `j` is below `x[f]` exactly when `x[f] > cut`, and cuts
+    /// are increasing, so `x[f] > cuts[f][j]` if and only if `key[f] > j << 8 | f` (the
+    /// feature byte never decides: keys have a zero low byte). A NaN has no cut below it, so
+    /// it goes left everywhere, as `NaN > threshold` does.
+    fn keys<const W: usize>(&self, x: &[f64], keys: &mut [u64; W]) {
+        for ((key, cuts), &v) in keys.iter_mut().zip(&self.cuts).zip(x) {
+            *key = (cuts.rank(v) as u64) << 8;
+        }
     }
 
     /// The sum over the trees, in tree order, of the path lengths of `x`.
@@ -584,18 +616,15 @@ impl Layout {
 
     /// One vector through `LANES` trees at a time.
     fn path_sum_shaped<const S: usize, const W: usize>(&self, x: &[f64]) -> f64 {
-        let mut row = [0.0; W];
-        row[..x.len()].copy_from_slice(x);
-        let thresholds = self.thresholds.as_chunks::<S>().0.chunks(LANES);
-        let features = self.features.as_chunks::<S>().0.chunks(LANES);
+        let mut row = [0; W];
+        self.keys(x, &mut row);
+        let nodes = self.nodes.as_chunks::<S>().0.chunks(LANES);
         let leaves = self.leaves.as_chunks::<S>().0.chunks(LANES);
         let mut total = 0.0;
-        for ((thr, feat), leaf) in thresholds.zip(features).zip(leaves) {
+        for (nodes, leaf) in nodes.zip(leaves) {
             // A short last group repeats its last tree; the extra lanes are ignored.
-            let tree = |k: usize| k.min(thr.len() - 1);
             let slot = descend::<S, W>(
-                std::array::from_fn(|k| &thr[tree(k)]),
-                std::array::from_fn(|k| &feat[tree(k)]),
+                std::array::from_fn(|k| &nodes[k.min(nodes.len() - 1)]),
                 [&row; LANES],
             );
             // Added one by one in tree order, so a batch score is bit-identical.
@@ -614,28 +643,22 @@ impl Layout {
         d: usize,
         sums: &mut [f64],
     ) {
-        let thresholds = self.thresholds.as_chunks::<S>().0;
-        let features = self.features.as_chunks::<S>().0;
+        let nodes = self.nodes.as_chunks::<S>().0;
         let leaves = self.leaves.as_chunks::<S>().0;
-        // Rows padded to `W`; past the end of a short last block they are stale or zero, and
-        // their lanes are ignored.
-        // On the heap: up to 128 KiB.
-        let mut rows: Vec<[f64; W]> = std::iter::repeat_n([0.0; W], BLOCK).collect();
+        // Row keys, padded to `W`; past the end of a short last block they are stale or
+        // zero, and their lanes are ignored. On the heap: up to 132 KiB.
+        let mut rows: Vec<[u64; W]> = std::iter::repeat_n([0; W], BLOCK).collect();
         for (block, sums) in x.chunks(BLOCK * d).zip(sums.chunks_mut(BLOCK)) {
             for (row, v) in rows.iter_mut().zip(block.chunks_exact(d)) {
-                row[..d].copy_from_slice(v);
+                self.keys(v, row);
             }
             let used = sums.len().next_multiple_of(LANES);
             let groups = rows[..used].as_chunks::<LANES>().0;
             let mut acc = [0.0; BLOCK];
             let acc_groups = acc[..used].as_chunks_mut::<LANES>().0;
-            for ((thr, feat), leaf) in thresholds.iter().zip(features).zip(leaves) {
+            for (nodes, leaf) in nodes.iter().zip(leaves) {
                 for (group, acc) in groups.iter().zip(acc_groups.iter_mut()) {
-                    let slot = descend::<S, W>(
-                        [thr; LANES],
-                        [feat; LANES],
-                        std::array::from_fn(|k| &group[k]),
-                    );
+                    let slot = descend::<S, W>([nodes; LANES], std::array::from_fn(|k| &group[k]));
                     for (a, s) in acc.iter_mut().zip(slot) {
                         *a += leaf[s];
                     }
@@ -646,22 +669,83 @@ impl Layout {
     }
 }
 
-/// `LANES` independent lookups, lane `k` of `rows[k]` in the tree `(thr[k], feat[k])`; returns
-/// each lane's bottom slot. The masks never change an index (heap indices stay below `S`
-/// before the last step, features below the row width) but let the compiler drop the bounds
-/// checks.
+/// The distinct split thresholds of one feature, in increasing order, with a bucket index
+/// that finds a value's rank in a step or two instead of a binary search over all of them.
+#[derive(Debug, Clone, PartialEq)]
+struct Cuts {
+    values: Vec<f64>,
+    /// The lowest cut.
+    lo: f64,
+    /// Buckets per unit from `lo`.
+    scale: f64,
+    /// Per bucket, the number of cuts in the buckets before it; one more entry than buckets.
+    first: Vec<u32>,
+}
+
+impl Cuts {
+    /// The index of finite `values`, in any order and with repeats.
+    fn new(mut values: Vec<f64>) -> Self {
+        values.sort_unstable_by(f64::total_cmp);
+        // -0.0 and 0.0 compare equal: one cut.
+        values.dedup_by(|a, b| a == b);
+        let buckets = values.len().next_power_of_two();
+        let (lo, hi) = match (values.first(), values.last()) {
+            (Some(&lo), Some(&hi)) => (lo, hi),
+            _ => (0.0, 0.0),
+        };
+        let scale = if hi > lo {
+            buckets as f64 / (hi - lo)
+        } else {
+            0.0
+        };
+        let mut cuts = Self {
+            values,
+            lo,
+            scale,
+            first: vec![0; buckets + 1],
+        };
+        for i in 0..cuts.values.len() {
+            let b = cuts.bucket(cuts.values[i]);
+            cuts.first[b + 1] += 1;
+        }
+        for b in 1..=buckets {
+            cuts.first[b] += cuts.first[b - 1];
+        }
+        cuts
+    }
+
+    /// The bucket of `x`. Monotone in `x` (each floating-point step rounds monotonically, the
+    /// cast saturates, NaN lands in bucket 0), so every cut in an earlier bucket is below
+    /// `x` and every cut in a later one is above it, whatever the rounding.
+    fn bucket(&self, x: f64) -> usize {
+        (((x - self.lo) * self.scale) as usize).min(self.first.len() - 2)
+    }
+
+    /// How many cuts are below `x` (`cut < x`, so `x > cut` for exactly the first `rank`).
+    fn rank(&self, x: f64) -> usize {
+        let b = self.bucket(x);
+        let (start, end) = (self.first[b] as usize, self.first[b + 1] as usize);
+        start + self.values[start..end].partition_point(|&t| t < x)
+    }
+}
+
+/// `LANES` independent lookups, lane `k` of `rows[k]` in the tree `nodes[k]`; returns each
+/// lane's bottom slot. The masks never change an index (heap indices stay below `S` before
+/// the last step, features below the row width) but let the compiler drop the bounds checks.
 #[inline(always)]
 fn descend<const S: usize, const W: usize>(
-    thr: [&[f64; S]; LANES],
-    feat: [&[u8; S]; LANES],
-    rows: [&[f64; W]; LANES],
+    nodes: [&[u32; S]; LANES],
+    rows: [&[u64; W]; LANES],
 ) -> [usize; LANES] {
     let mut h = [1usize; LANES];
     for _ in 0..S.trailing_zeros() {
         for k in 0..LANES {
             let i = h[k] & (S - 1);
-            let f = usize::from(feat[k][i]) & (W - 1);
-            h[k] = 2 * i + usize::from(rows[k][f] > thr[k][i]);
+            let node = nodes[k][i];
+            let f = node as usize & (W - 1);
+            // Both are below 2^32, so the difference wraps (top bit set) exactly when the key
+            // is above the node.
+            h[k] = 2 * i + (u64::from(node).wrapping_sub(rows[k][f]) >> 63) as usize;
         }
     }
     h.map(|i| i & (S - 1))
@@ -863,7 +947,7 @@ mod tests {
             let forest = IsolationForest::fit(data.view(), &p).unwrap();
             assert_eq!(forest.layout.is_some(), d <= 64, "shape {i}");
             // Off-data points, training rows, and points lying exactly on thresholds.
-            for n in [0, 1, 7, 8, 9, 255, 256, 257, 700] {
+            for n in [0, 1, 11, 12, 13, 263, 264, 265, 700] {
                 let mut probe = Array2::from_shape_fn((n, d), |_| rng.random_range(-3.0..3.0));
                 for (r, mut row) in probe.rows_mut().into_iter().enumerate() {
                     if r % 3 == 1 {
@@ -1010,8 +1094,73 @@ mod tests {
         assert!((forest.score(&[3.0, 3.0]).unwrap() - 0.5).abs() < 1e-12);
     }
 
+    /// Values a threshold comparison can go wrong on: both zeros, infinities, NaN, training
+    /// values, thresholds and their neighbours.
+    fn edge_value(forest: &IsolationForest, data: &Array2<f64>, rng: &mut impl Rng) -> f64 {
+        let node = forest.nodes[rng.random_range(0..forest.nodes.len())];
+        let t = if node.value.is_finite() {
+            node.value
+        } else {
+            0.0
+        };
+        match rng.random_range(0..10) {
+            0 => 0.0,
+            1 => -0.0,
+            2 => [f64::INFINITY, f64::NEG_INFINITY, f64::NAN][rng.random_range(0..3)],
+            3 => {
+                data[[
+                    rng.random_range(0..data.nrows()),
+                    rng.random_range(0..data.ncols()),
+                ]]
+            }
+            4 | 5 => t,
+            6 => t.next_up(),
+            7 => t.next_down(),
+            _ => rng.random_range(-4.0..4.0),
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Batch, parallel and single scoring (and the mean path length) agree bit for bit
+        /// with the node walk, on random forests and on points where comparisons are exact.
+        #[test]
+        fn every_scoring_path_equals_the_node_walk(
+            seed in any::<u64>(),
+            rows in 2usize..400,
+            d in 1usize..10,
+            trees in 1usize..24,
+            sample_size in 2usize..600,
+            probes in 0usize..600,
+            coarse in any::<bool>(),
+        ) {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+            // Coarse data: few distinct values, signed zeros among them, so cuts repeat.
+            let data = Array2::from_shape_fn((rows, d), |_| {
+                if coarse {
+                    f64::from(rng.random_range(-3i8..=3)) * 0.5
+                } else {
+                    rng.random_range(-2.0..2.0)
+                }
+            });
+            let p = ForestParams { trees, sample_size, seed };
+            let forest = IsolationForest::fit(data.view(), &p).unwrap();
+            prop_assert!(forest.layout.is_some());
+            let probe = Array2::from_shape_fn((probes, d), |_| edge_value(&forest, &data, &mut rng));
+            let want = reference_scores(&forest, &probe);
+            let bits = |v: &[f64]| v.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+            let batch = forest.score_batch(probe.view()).unwrap();
+            prop_assert_eq!(bits(batch.as_slice().unwrap()), bits(&want));
+            let parallel = forest.score_batch_parallel(probe.view(), 2).unwrap();
+            prop_assert_eq!(bits(parallel.as_slice().unwrap()), bits(&want));
+            for (row, want) in probe.rows().into_iter().zip(&want) {
+                let row = row.as_slice().unwrap();
+                prop_assert_eq!(forest.score(row).unwrap().to_bits(), want.to_bits());
+                let mean = forest.path_sum_nodes(row) / forest.n_trees() as f64;
+                prop_assert_eq!(forest.mean_path_length(row).unwrap().to_bits(), mean.to_bits());
+            }
+        }
 
         #[test]
         fn scores_are_in_range_and_deterministic(
