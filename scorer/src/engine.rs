@@ -294,6 +294,17 @@ impl Engine {
             self.metrics
                 .gateway_seconds
                 .observe(o.gateway_latency_us as f64 / 1e6);
+            if let Some(detector) = &self.detector
+                && !o.key_id.is_empty()
+                && forwarded(o.outcome)
+            {
+                let now = match self.policies.load().clock {
+                    ClockSource::Request if o.timestamp_ms > 0 => o.timestamp_ms,
+                    _ => crate::service::now_ms() as i64,
+                };
+                let status = u16::try_from(o.status).unwrap_or(u16::MAX);
+                detector.observe_response(&o.key_id, now, status);
+            }
         }
         self.metrics.reports_received.inc_by(u64::from(accepted));
         if let Some(sink) = &self.events {
@@ -393,6 +404,18 @@ fn count(policies: &Policies, policy: &Policy, admitted: bool) {
             (false, true) => c.shadow_throttled.inc(),
         };
     }
+}
+
+/// True for outcomes whose request reached the backend (its status is the backend's).
+fn forwarded(o: i32) -> bool {
+    matches!(
+        WireOutcome::try_from(o),
+        Ok(WireOutcome::Allowed
+            | WireOutcome::FailOpen
+            | WireOutcome::Flagged
+            | WireOutcome::ShadowThrottled
+            | WireOutcome::ShadowBlocked)
+    )
 }
 
 fn outcome_name(o: i32) -> &'static str {

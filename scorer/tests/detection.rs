@@ -36,6 +36,8 @@ fn config(model_dir: &std::path::Path, alerts: Option<&str>) -> Config {
     d.training.interval_ms = 2 * 60 * MIN as u64;
     d.training.min_samples = 64;
     d.training.min_key_age_ms = 30 * MIN as u64;
+    d.training.sample_interval_ms = 0;
+    d.training.min_history_ms = 0;
     if let Some(url) = alerts {
         c.alerts.url = palisade_scorer::alerts::WebhookUrl::new(url);
         c.alerts.hmac_secret =
@@ -154,6 +156,13 @@ async fn trains_then_flags_an_enumerating_key_and_keeps_the_model() {
         r#"palisade_detect_retrains_total{result="adopted"} 1"#,
     )
     .await;
+    // The store writes in the background, after the model is in use.
+    for _ in 0..300 {
+        if dir.path().join("ACTIVE").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         dir.path().join("ACTIVE").exists(),
         "the adopted model is stored"
@@ -215,7 +224,11 @@ async fn trains_then_flags_an_enumerating_key_and_keeps_the_model() {
         "no alert for the scraper: {alerts:?}"
     );
     assert_eq!(for_scraper[0]["type"], "palisade.anomaly");
-    assert_eq!(for_scraper[0]["enforced"], false);
+    // Shadow mode: a flag is what it says (a header), a throttle or block is not enforced.
+    for a in &for_scraper {
+        let shadowed = ["throttle", "block"].contains(&a["level"].as_str().unwrap());
+        assert_eq!(a["enforced"], !shadowed, "{a}");
+    }
     assert!(
         for_scraper[0]["explanation"]
             .as_str()

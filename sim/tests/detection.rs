@@ -11,10 +11,12 @@ use palisade_sim::{
     spawn::{LocalBackend, start_scorer},
 };
 
-// Open work (issue 6): the forest does not yet separate low_and_slow, bola and shared_key from
-// the ordinary population at a threshold that keeps normal keys unflagged (figures in
+// Open work (issue 6): with one forest per feature group the default week catches five of the
+// seven classes at 1 of 200 normal keys flagged, but `low_and_slow` and (in most runs) `bola`
+// stay under the ordinary keys' highest scores: an Isolation Forest cannot score a key beyond
+// the most extreme training key in a direction as more anomalous than that key (figures in
 // docs/detection.md). Run it with `cargo test -p palisade-sim --test detection -- --ignored`.
-#[ignore = "issue 6 open: low_and_slow, bola and shared_key not yet detected"]
+#[ignore = "issue 6 open: low_and_slow and bola not yet detected reliably"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_attack_class_is_detected_and_at_most_one_percent_of_normal_keys_flagged() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("scorer.toml");

@@ -44,8 +44,9 @@ pub struct DetectConfig {
     pub models_kept: usize,
     /// Training.
     pub training: TrainingConfig,
-    /// Thresholds of tiers not listed in `tiers` (defaults 0.72 / 0.78 / 0.85: above the
-    /// highest score ordinary keys reached in the seven-day simulation, docs/detection.md).
+    /// Thresholds of tiers not listed in `tiers` (defaults 0.78 / 0.84 / 0.90 on the grouped
+    /// model's calibrated scale, where each group's 99th-percentile key sits near 0.69; see
+    /// docs/detection.md).
     pub default_thresholds: TierThresholds,
     /// Thresholds per tier, by tier name.
     pub tiers: BTreeMap<String, TierThresholds>,
@@ -87,6 +88,13 @@ pub struct TrainingConfig {
     /// Only keys at least this old give training vectors, ms: a key's first requests say
     /// little about its habits yet.
     pub min_key_age_ms: u64,
+    /// A key gives at most one training vector per this interval, ms, so the baseline is a
+    /// sample of keys, not of requests: a busy key or a flooding attacker does not outweigh
+    /// the population.
+    pub sample_interval_ms: u64,
+    /// The first fit waits this long after the first training vector, ms (later fits follow
+    /// `interval_ms`): a baseline should span a whole daily cycle.
+    pub min_history_ms: u64,
     /// Trees per forest.
     pub trees: usize,
     /// Subsample size per tree.
@@ -108,6 +116,8 @@ impl Default for TrainingConfig {
             min_samples: 256,
             reservoir: 4_096,
             min_key_age_ms: 3_600_000,
+            sample_interval_ms: 3_600_000,
+            min_history_ms: 86_400_000,
             trees: 100,
             sample_size: 256,
             contamination: 0.01,

@@ -41,7 +41,7 @@ use super::{
     config::DetectConfig,
     features::{self, Event, FEATURE_NAMES, KeyFeatures, Outcome},
     forest::ForestParams,
-    model::{Model, ModelError, Schema, ThresholdSpec},
+    model::{GroupSpec, Model, ModelError, Schema, ThresholdSpec},
     risk::{self, ModelVerdict, Risk},
 };
 
@@ -68,6 +68,78 @@ const LOG_SCALED: [&str; 15] = [
     "id_spread",
     "rps_1m",
 ];
+
+/// The feature groups the detector fits one forest each on, by what they describe. A key is
+/// as anomalous as its most anomalous group: an attack that is ordinary in volume but
+/// unusual in the objects it reads is not averaged away by thirty ordinary columns.
+pub const GROUPS: [(&str, &[&str]); 6] = [
+    (
+        "volume",
+        &[
+            "requests_1m",
+            "rps_1m",
+            "blocked_ratio_1m",
+            "throttled_ratio_1m",
+            "requests_1h",
+            "rps_1h",
+            "blocked_ratio_1h",
+            "throttled_ratio_1h",
+            "requests_24h",
+            "rps_24h",
+            "blocked_ratio_24h",
+            "throttled_ratio_24h",
+        ],
+    ),
+    (
+        "endpoints",
+        &[
+            "unique_endpoints_1m",
+            "endpoint_entropy_1m",
+            "unique_endpoints_1h",
+            "endpoint_entropy_1h",
+            "unique_endpoints_24h",
+            "endpoint_entropy_24h",
+            "endpoint_divergence",
+        ],
+    ),
+    (
+        "timing",
+        &[
+            "interarrival_var_1m",
+            "interarrival_var_1h",
+            "interarrival_var_24h",
+            "time_of_day_divergence",
+            "timing_regularity",
+        ],
+    ),
+    ("clients", &["distinct_ips", "distinct_user_agents"]),
+    ("responses", &["error_ratio_1h", "error_ratio_24h"]),
+    (
+        "objects",
+        &[
+            "param_distinct_max",
+            "ids_distinct_max",
+            "id_spread",
+            "id_sequential_ratio",
+            "id_coverage",
+            "id_novelty",
+        ],
+    ),
+];
+
+/// [`GROUPS`] as column indices of [`FEATURE_NAMES`].
+pub fn group_specs() -> Vec<GroupSpec> {
+    GROUPS
+        .iter()
+        .map(|(name, features)| GroupSpec {
+            name: (*name).to_owned(),
+            columns: features
+                .iter()
+                .filter_map(|f| FEATURE_NAMES.iter().position(|n| n == f))
+                .collect(),
+        })
+        .collect()
+}
 
 /// The schema the detector's models are trained on: the feature names, log-scaled ones
 /// marked, so a model fitted on raw features (the offline CLI) is refused rather than misread.
@@ -307,6 +379,8 @@ struct KeyState {
     explanation: String,
     last_seen_ms: i64,
     first_seen_ms: i64,
+    /// When the key last gave a training vector.
+    last_sample_ms: i64,
     /// 0 allow, 1 flag, 2 throttle, 3 block: the level last reported.
     level: u8,
 }
@@ -324,6 +398,7 @@ impl KeyState {
             explanation: String::new(),
             last_seen_ms: now,
             first_seen_ms: now,
+            last_sample_ms: i64::MIN,
             level: 0,
         }
     }
@@ -333,6 +408,8 @@ impl KeyState {
 #[derive(Debug)]
 struct Training {
     vectors: Vec<[f64; N]>,
+    /// Whose each vector is (a hash of the key), for calibration by key.
+    owners: Vec<u64>,
     seen: u64,
     rng: Xoshiro256PlusPlus,
     next_fit_ms: Option<i64>,
@@ -403,6 +480,7 @@ impl Detector {
             model: ArcSwapOption::empty(),
             training: Mutex::new(Training {
                 vectors: Vec::new(),
+                owners: Vec::new(),
                 seen: 0,
                 rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x005e_ed0f_7e5e_4701),
                 next_fit_ms: None,
@@ -465,8 +543,9 @@ impl Detector {
         }
         let model = self.model.load();
         let mut vector = None;
+        let owner = self.hasher.hash_one(o.key_id);
         let assessment = {
-            let shard = &self.shards[(self.hasher.hash_one(o.key_id) as usize) % SHARDS];
+            let shard = &self.shards[(owner as usize) % SHARDS];
             let mut keys = shard.lock();
             if !keys.contains_key(o.key_id) {
                 self.make_room(&mut keys, &config, o.now_ms);
@@ -495,7 +574,13 @@ impl Detector {
                 if let Some(m) = model.as_ref() {
                     self.score(m, &config, state, o, &raw, &x);
                 }
-                if o.now_ms - state.first_seen_ms >= config.training.min_key_age_ms as i64 {
+                // One voice per key per sampling interval: a busy key (or a flooding
+                // attacker) does not outweigh the population in the baseline.
+                let t = &config.training;
+                if o.now_ms - state.first_seen_ms >= t.min_key_age_ms as i64
+                    && o.now_ms.saturating_sub(state.last_sample_ms) >= t.sample_interval_ms as i64
+                {
+                    state.last_sample_ms = o.now_ms;
                     vector = Some(x);
                 }
             }
@@ -505,7 +590,7 @@ impl Detector {
                 .map(|m| assess(&config, m, state, o))
         };
         if let Some(x) = vector {
-            self.offer(x, o.now_ms, &config);
+            self.offer(x, owner, o.now_ms, &config);
         }
         if let Some(a) = &assessment
             && a.verdict.decision != Decision::Allow
@@ -514,6 +599,18 @@ impl Detector {
             c.inc();
         }
         assessment
+    }
+
+    /// Records the status the backend gave a forwarded request of `key_id` (from the
+    /// filter's outcome reports); a key without state here is ignored.
+    pub fn observe_response(&self, key_id: &str, now_ms: i64, status: u16) {
+        if !self.config.load().enabled {
+            return;
+        }
+        let shard = &self.shards[(self.hasher.hash_one(key_id) as usize) % SHARDS];
+        if let Some(state) = shard.lock().get_mut(key_id) {
+            state.features.observe_response(now_ms, status);
+        }
     }
 
     fn score(
@@ -526,9 +623,10 @@ impl Detector {
         x: &[f64; N],
     ) {
         let started = Instant::now();
-        let forest = m.model.forest();
         // The schema was checked when the model was installed.
-        let Ok(score) = forest.score(x) else { return };
+        let Ok((score, _)) = m.model.score_row(x) else {
+            return;
+        };
         state.score = score;
         let a = config.score_smoothing;
         state.smoothed = if state.smoothed > 0.0 {
@@ -597,22 +695,29 @@ impl Detector {
     }
 
     /// Adds a training vector; starts a retrain when one is due.
-    fn offer(self: &Arc<Self>, x: [f64; N], now: i64, config: &DetectConfig) {
+    fn offer(self: &Arc<Self>, x: [f64; N], owner: u64, now: i64, config: &DetectConfig) {
         let t = &config.training;
         let due = {
             let mut tr = self.training.lock();
             tr.seen += 1;
             if tr.vectors.len() < t.reservoir {
                 tr.vectors.push(x);
+                tr.owners.push(owner);
             } else {
                 let seen = tr.seen;
-                let j = tr.rng.random_range(0..seen);
-                if let Some(slot) = tr.vectors.get_mut(j as usize) {
-                    *slot = x;
+                let j = tr.rng.random_range(0..seen) as usize;
+                if j < tr.vectors.len() {
+                    tr.vectors[j] = x;
+                    tr.owners[j] = owner;
                 }
             }
             self.metrics.reservoir.set(tr.vectors.len() as i64);
-            let next = *tr.next_fit_ms.get_or_insert(now + t.interval_ms as i64);
+            // The first fit waits until the sample spans a whole daily cycle (by default):
+            // a baseline of one night's traffic calls every morning anomalous.
+            let first = t.interval_ms.max(t.min_history_ms);
+            let next = *tr
+                .next_fit_ms
+                .get_or_insert(now.saturating_add(first as i64));
             now >= next && tr.vectors.len() >= t.min_samples
         };
         if !due || self.fitting.swap(true, Ordering::AcqRel) {
@@ -637,7 +742,7 @@ impl Detector {
     pub fn retrain(&self, now_ms: i64) -> Result<Retrained, ModelError> {
         let config = self.config.load_full();
         let t = &config.training;
-        let (data, seed) = {
+        let (data, owners, seed) = {
             let mut tr = self.training.lock();
             tr.next_fit_ms = Some(now_ms + t.interval_ms as i64);
             if tr.vectors.len() < t.min_samples.max(2) {
@@ -652,6 +757,7 @@ impl Detector {
             (
                 Array2::from_shape_vec((rows, N), flat)
                     .map_err(|e| ModelError::BadThreshold(format!("training data: {e}")))?,
+                tr.owners.clone(),
                 t.seed.wrapping_add(tr.fits - 1),
             )
         };
@@ -660,9 +766,11 @@ impl Detector {
             sample_size: t.sample_size,
             seed,
         };
-        let fitted = Model::fit(
+        let fitted = Model::fit_grouped(
             self.schema.clone(),
             data.view(),
+            &owners,
+            &group_specs(),
             &params,
             ThresholdSpec::Contamination(t.contamination),
             now_ms.max(0) as u64,
@@ -747,14 +855,16 @@ fn assess(
     }
 }
 
-/// `name=value (share%)` for the features that drove the score most, raw values shown.
+/// `group: name=value (share%), ...` for the group that decided the score and the features
+/// that drove it most, raw values shown.
 fn explain(m: &ActiveModel, raw: &[f64; N], x: &[f64; N], top: usize) -> String {
-    let Ok(shares) = m.model.forest().explain(x) else {
+    let Ok((shares, group)) = m.model.explain_row(x) else {
         return String::new();
     };
+    let group = m.model.groups().get(group).map_or("", |g| g.name());
     let mut order: Vec<usize> = (0..N).filter(|i| shares[*i] > 0.0).collect();
     order.sort_by(|a, b| shares[*b].total_cmp(&shares[*a]));
-    order
+    let drivers = order
         .iter()
         .take(top)
         .map(|&i| {
@@ -766,7 +876,12 @@ fn explain(m: &ActiveModel, raw: &[f64; N], x: &[f64; N], top: usize) -> String 
             )
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if m.model.groups().len() > 1 {
+        format!("{group}: {drivers}")
+    } else {
+        drivers
+    }
 }
 
 fn readable(v: f64) -> String {
@@ -796,6 +911,8 @@ mod tests {
         };
         c.training.min_samples = 64;
         c.training.min_key_age_ms = 60 * MIN as u64;
+        c.training.sample_interval_ms = 0;
+        c.training.min_history_ms = 0;
         // The mechanics, not the calibration (palisade-sim measures that).
         c.default_thresholds = risk::TierThresholds {
             flag: 0.6,
@@ -856,16 +973,19 @@ mod tests {
                     rng.random_range(0..endpoints.len())
                 };
                 let id = 100 + rng.random_range(0..12u32) * 7;
-                events.push((t, k, endpoints[e].replace("{}", &id.to_string())));
+                // A key is used from a few addresses and clients (home, office, phone).
+                let client = rng.random_range(0..3u32);
+                events.push((t, k, endpoints[e].replace("{}", &id.to_string()), client));
                 t += rng.random_range(5_000..120_000);
             }
         }
         events.sort();
         let mut flagged = std::collections::BTreeSet::new();
-        for (t, k, path) in events {
-            let ip = format!("10.0.{}.{}", k / 200, k % 200);
+        for (t, k, path, client) in events {
+            let ip = format!("10.{}.{}.{client}", k / 200, k % 200);
+            let ua = format!("client/1.{}", client % 2);
             let key = format!("key-{k}");
-            if let Some(a) = send(d, &key, t, &path, &ip, "client/1.0")
+            if let Some(a) = send(d, &key, t, &path, &ip, &ua)
                 && a.verdict.decision != Decision::Allow
             {
                 flagged.insert(format!("{key}: {}", a.verdict.reason));
@@ -885,6 +1005,15 @@ mod tests {
             "{r:?}"
         );
         (d, now)
+    }
+
+    #[test]
+    fn groups_cover_every_feature_once() {
+        let mut columns: Vec<usize> = group_specs().into_iter().flat_map(|g| g.columns).collect();
+        let named: usize = GROUPS.iter().map(|(_, f)| f.len()).sum();
+        assert_eq!(columns.len(), named, "a group names an unknown feature");
+        columns.sort_unstable();
+        assert_eq!(columns, (0..N).collect::<Vec<_>>());
     }
 
     #[test]
@@ -1006,6 +1135,7 @@ mod tests {
         {
             let mut tr = d.training.lock();
             tr.vectors.clear();
+            tr.owners.clear();
         }
         for k in 0..20 {
             for i in 0..200 {

@@ -19,7 +19,7 @@ const BASELINE_TAU_MS: f64 = 7.0 * 86_400_000.0;
 const MAX_ENDPOINTS: usize = 64;
 
 /// Feature names in vector order; [`schema`] hashes them.
-pub const FEATURE_NAMES: [&str; 32] = [
+pub const FEATURE_NAMES: [&str; 34] = [
     "requests_1m",
     "unique_endpoints_1m",
     "interarrival_var_1m",
@@ -52,7 +52,12 @@ pub const FEATURE_NAMES: [&str; 32] = [
     "id_sequential_ratio",
     "id_coverage",
     "id_novelty",
+    "error_ratio_1h",
+    "error_ratio_24h",
 ];
+
+/// Time constants of the response features (`error_ratio_1h`, `error_ratio_24h`).
+const RESPONSE_TAUS: [f64; 2] = [3_600_000.0, 86_400_000.0];
 
 /// The schema of [`KeyFeatures::vector`].
 pub fn schema() -> Schema {
@@ -206,6 +211,9 @@ pub struct KeyFeatures {
     last_ms: Option<i64>,
     first_ms: Option<i64>,
     profile: Profile,
+    /// Decayed counts of forwarded responses and of client errors among them, per
+    /// [`RESPONSE_TAUS`].
+    responses: [(Decayed, Decayed); 2],
 }
 
 impl Default for KeyFeatures {
@@ -221,6 +229,7 @@ impl Default for KeyFeatures {
             last_ms: None,
             first_ms: None,
             profile: Profile::default(),
+            responses: [(Decayed::default(), Decayed::default()); 2],
         }
     }
 }
@@ -245,9 +254,22 @@ impl KeyFeatures {
             .observe(now, &route, e.query, e.client_ip, e.user_agent);
     }
 
+    /// Records the status the backend answered a forwarded request of the key with: a 4xx
+    /// other than 429 counts as a client error (a denied object, a missing one, a bad
+    /// request), the signal of reading objects one has no business with.
+    pub fn observe_response(&mut self, ts_ms: i64, status: u16) {
+        let error = (400..500).contains(&status) && status != 429;
+        for ((all, errors), tau) in self.responses.iter_mut().zip(RESPONSE_TAUS) {
+            all.add(ts_ms, tau, 1.0);
+            if error {
+                errors.add(ts_ms, tau, 1.0);
+            }
+        }
+    }
+
     /// The feature vector at `now_ms`, in [`FEATURE_NAMES`] order.
-    pub fn vector(&mut self, now_ms: i64) -> [f64; 32] {
-        let mut v = [0.0; 32];
+    pub fn vector(&mut self, now_ms: i64) -> [f64; 34] {
+        let mut v = [0.0; 34];
         for (i, (h, w)) in self.windows.iter().enumerate() {
             let age = now_ms - self.first_ms.unwrap_or(now_ms);
             v[i * 7..i * 7 + 7].copy_from_slice(&w.features(now_ms, *h, age));
@@ -275,6 +297,14 @@ impl KeyFeatures {
             p.id_coverage,
             p.id_novelty,
         ]);
+        for (i, ((all, errors), tau)) in self.responses.iter().zip(RESPONSE_TAUS).enumerate() {
+            let all = all.get(now_ms, tau);
+            v[32 + i] = if all > 0.0 {
+                (errors.get(now_ms, tau) / all).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+        }
         v
     }
 }
@@ -474,6 +504,6 @@ mod tests {
         assert_eq!(js_divergence(&p, &p), 0.0);
         assert!((js_divergence(&[("a", 1.0)], &[("b", 1.0)]) - 1.0).abs() < 1e-12);
         assert_eq!(js_divergence::<&str>(&[], &p), 0.0);
-        assert_eq!(schema().len(), 32);
+        assert_eq!(schema().len(), FEATURE_NAMES.len());
     }
 }
