@@ -35,6 +35,10 @@ pub struct DetectConfig {
     pub idle_ms: u64,
     /// Drivers named in a verdict's explanation.
     pub explain_top: usize,
+    /// Fit one forest per feature group ([`super::detector::GROUPS`]) instead of one over
+    /// every feature. Catches more classes in the simulator, at more false positives so far
+    /// (docs/detection.md); off by default until it flags as few ordinary keys.
+    pub feature_groups: bool,
     /// Where trained models are kept (one file per model and an `ACTIVE` pointer); the active
     /// one is loaded at start. Unset: in Postgres (`palisade_models`) when
     /// `events.database_url` is set, else in memory only (a restart trains anew).
@@ -44,9 +48,9 @@ pub struct DetectConfig {
     pub models_kept: usize,
     /// Training.
     pub training: TrainingConfig,
-    /// Thresholds of tiers not listed in `tiers` (defaults 0.78 / 0.84 / 0.90 on the grouped
-    /// model's calibrated scale, where each group's 99th-percentile key sits near 0.69; see
-    /// docs/detection.md).
+    /// Thresholds of tiers not listed in `tiers` (defaults 0.72 / 0.78 / 0.85: above the
+    /// highest score ordinary keys reached in the seven-day simulation, docs/detection.md;
+    /// with `feature_groups`, 0.78 / 0.84 / 0.90).
     pub default_thresholds: TierThresholds,
     /// Thresholds per tier, by tier name.
     pub tiers: BTreeMap<String, TierThresholds>,
@@ -65,6 +69,7 @@ impl Default for DetectConfig {
             max_keys: 50_000,
             idle_ms: 7 * 86_400_000,
             explain_top: 3,
+            feature_groups: false,
             model_dir: None,
             models_kept: 10,
             training: TrainingConfig::default(),

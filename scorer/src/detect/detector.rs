@@ -770,7 +770,14 @@ impl Detector {
             self.schema.clone(),
             data.view(),
             &owners,
-            &group_specs(),
+            &if config.feature_groups {
+                group_specs()
+            } else {
+                vec![GroupSpec {
+                    name: "all".into(),
+                    columns: (0..N).collect(),
+                }]
+            },
             &params,
             ThresholdSpec::Contamination(t.contamination),
             now_ms.max(0) as u64,

@@ -20,9 +20,9 @@ pub struct TierThresholds {
 impl Default for TierThresholds {
     fn default() -> Self {
         Self {
-            flag: 0.78,
-            throttle: 0.84,
-            block: 0.9,
+            flag: 0.72,
+            throttle: 0.78,
+            block: 0.85,
         }
     }
 }
