@@ -51,8 +51,9 @@ use crate::limiter::{
 
 /// How long a key whose load failed waits before its load is tried again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
-/// Snapshots written per pipeline at most.
-pub const BATCH: usize = 256;
+/// Snapshots written per pipeline at most: small, because Redis runs one client's pipelined
+/// commands back to back, and Checks' scripts from the limiter's connection wait behind them.
+pub const BATCH: usize = 32;
 /// Keys remembered as failed at most (beyond it, a failed key is not held back).
 const MAX_FAILED: usize = 65_536;
 /// Longest wait for one batch to be written (the writer has its own connection).
