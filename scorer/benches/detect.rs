@@ -1,6 +1,7 @@
 //! The detection step's cost per Check (target: at most 20 us of scorer CPU): a warm key's
 //! `observe` with a model in use, amortised over the scoring cadence, and the worst case of a
-//! request that is also a scoring tick (feature vector, forest score, explanation).
+//! request that is also a scoring tick (feature vector, forest score, explanation); and the
+//! key-state snapshot's encoding and decoding (`detect.state = "redis"`).
 
 use std::{hint::black_box, sync::Arc};
 
@@ -64,6 +65,19 @@ fn detection(c: &mut Criterion) {
             t += 250;
             observe(&d, "key-7", t, &paths[i % paths.len()]);
         })
+    });
+    // With the state in Redis, a scoring tick also encodes the key's snapshot (under the
+    // shard's lock); a key's first sight decodes one.
+    c.bench_function("detect/snapshot_encode", |b| {
+        b.iter(|| black_box(d.export_state("key-7")))
+    });
+    let bytes = d
+        .export_state("key-7")
+        .and_then(Result::ok)
+        .expect("key-7 has state");
+    println!("detect/snapshot bytes of key-7: {}", bytes.len());
+    c.bench_function("detect/snapshot_decode_install", |b| {
+        b.iter(|| black_box(d.import_state("key-7", &bytes, t, true)))
     });
 }
 

@@ -1,6 +1,7 @@
 //! The scorer's decision engine: validates a request, runs the rate-limit policies and turns
 //! the result into a verdict. Its only I/O is the optional Redis store of the windows
-//! ([`SharedLimiter`]); the gRPC service is a thin adapter over it.
+//! ([`SharedLimiter`]), which on a key's first sight also fetches the key's detection state
+//! in the same round trip ([`StateStore`]); the gRPC service is a thin adapter over it.
 
 use std::{
     borrow::Cow,
@@ -19,10 +20,13 @@ use prometheus_client::metrics::counter::Counter;
 use crate::{
     alerts::{Alert, AlertLevel, AlertSink},
     config::{ClockSource, DegradedMode, LimitsConfig, is_valid_name},
-    detect::{Detector, Observation, features},
+    detect::{
+        Detector, Observation, features,
+        state::{Load, StateStore},
+    },
     error::ScorerError,
     events::EventSink,
-    limiter::{LocalLimiter, Outcome, Policy, PolicyTable, SharedLimiter},
+    limiter::{Fetched, LocalLimiter, Outcome, Policy, PolicyTable, SharedLimiter},
     metrics::{Metrics, PolicyCounters},
     verdict,
 };
@@ -53,6 +57,8 @@ pub struct Engine {
     detector: Option<Arc<Detector>>,
     /// SIEM webhooks when a key's level rises.
     alerts: Option<AlertSink>,
+    /// Detection state in Redis (read on a key's first sight, written behind).
+    state: Option<Arc<StateStore>>,
 }
 
 impl Engine {
@@ -70,6 +76,7 @@ impl Engine {
             events: None,
             detector: None,
             alerts: None,
+            state: None,
         };
         engine.metrics.tracked_subjects.set(0);
         engine
@@ -113,6 +120,20 @@ impl Engine {
     pub fn with_detector(mut self, detector: Arc<Detector>) -> Self {
         self.detector = Some(detector);
         self
+    }
+
+    /// Loads each key's detection state from `state` on first sight (the detector's state
+    /// sink writes it back).
+    pub fn with_state(mut self, state: Option<Arc<StateStore>>) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// Writes the queued key-state snapshots (bounded wait) and stops their writer.
+    pub async fn shutdown_state(&self) {
+        if let Some(state) = &self.state {
+            state.shutdown(std::time::Duration::from_secs(2)).await;
+        }
     }
 
     /// Sends an alert to `alerts` whenever a key's model level rises.
@@ -193,7 +214,16 @@ impl Engine {
             } else {
                 all.into_iter().partition(|p| !p.shadow)
             };
-        let limited = self.limit(&subject, &main, now).await;
+        // A key seen for the first time: its detection state rides along with the script.
+        let load: Option<Load> = match (&self.state, &self.detector) {
+            (Some(state), Some(detector)) if !req.unauthenticated => {
+                state.wants(detector, &req.key_id)
+            }
+            _ => None,
+        };
+        let (limited, fetched) = self
+            .limit(&subject, &main, now, load.as_ref().map(|l| l.key.as_str()))
+            .await;
         let (outcome, policy) = match limited {
             Limited::Decided(outcome, _, owner) => (outcome, main[owner.min(main.len() - 1)]),
             Limited::Admitted => (verdict::unavailable(true), main[0]),
@@ -208,7 +238,8 @@ impl Engine {
         }
         if outcome.admitted && matches!(limited, Limited::Decided(..)) {
             for shadow in shadows {
-                if let Limited::Decided(o, degraded, _) = self.limit(&subject, &[shadow], now).await
+                if let (Limited::Decided(o, degraded, _), _) =
+                    self.limit(&subject, &[shadow], now, None).await
                 {
                     count(&policies, shadow, o.admitted);
                     if !o.admitted {
@@ -222,6 +253,10 @@ impl Engine {
         if !req.unauthenticated
             && let Some(detector) = &self.detector
         {
+            if let (Some(state), Some(load)) = (&self.state, &load) {
+                let now_ms = i64::try_from(now).unwrap_or(i64::MAX);
+                state.install(detector, &req.key_id, load, fetched, now_ms);
+            }
             detect(detector, self.alerts.as_ref(), req, &mut response, now);
         }
         if let Some(c) = self.decisions.get(response.decision as usize) {
@@ -245,26 +280,38 @@ impl Engine {
     }
 
     /// The windows' answer for `policies` of `subject` (all or nothing): Redis when configured
-    /// and answering, else the degraded mode.
-    async fn limit(&self, subject: &str, policies: &[&Arc<Policy>], now: u64) -> Limited {
+    /// and answering, else the degraded mode; and `fetch`, a key of the subject's hash slot,
+    /// read in the same round trip.
+    async fn limit(
+        &self,
+        subject: &str,
+        policies: &[&Arc<Policy>],
+        now: u64,
+        fetch: Option<&str>,
+    ) -> (Limited, Fetched) {
         let local = || self.limiter.check_many(subject, policies, now);
         let Some(shared) = &self.shared else {
             let (outcome, owner) = local();
-            return Limited::Decided(outcome, false, owner);
+            return (
+                Limited::Decided(outcome, false, owner),
+                Fetched::failed_if(fetch.is_some()),
+            );
         };
         let refs: Vec<&Policy> = policies.iter().map(|p| &***p).collect();
-        if let Some((outcome, owner)) = shared.check_many(subject, &refs, now).await {
-            return Limited::Decided(outcome, false, owner);
+        let (decided, fetched) = shared.check_many_fetching(subject, &refs, now, fetch).await;
+        if let Some((outcome, owner)) = decided {
+            return (Limited::Decided(outcome, false, owner), fetched);
         }
         shared.count_degraded();
-        match shared.degraded_mode() {
+        let limited = match shared.degraded_mode() {
             DegradedMode::Local => {
                 let (outcome, owner) = local();
                 Limited::Decided(outcome, true, owner)
             }
             DegradedMode::FailOpen => Limited::Admitted,
             DegradedMode::FailClosed => Limited::Refused,
-        }
+        };
+        (limited, fetched)
     }
 
     /// Takes a batch of outcomes; invalid entries are skipped and counted, never fatal.

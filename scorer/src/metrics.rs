@@ -79,6 +79,8 @@ pub struct Metrics {
     pub events: crate::events::EventMetrics,
     /// `palisade_detect_*`.
     pub detect: crate::detect::DetectMetrics,
+    /// `palisade_detect_state_*`: key state in Redis.
+    pub detect_state: crate::detect::state::StateMetrics,
     /// `palisade_alerts_*`.
     pub alerts: crate::alerts::AlertMetrics,
 }
@@ -162,6 +164,7 @@ impl Metrics {
         let redis = RedisMetrics::register(&mut registry);
         let events = crate::events::EventMetrics::register(&mut registry);
         let detect = crate::detect::DetectMetrics::register(&mut registry);
+        let detect_state = crate::detect::state::StateMetrics::register(&mut registry);
         let alerts = crate::alerts::AlertMetrics::register(&mut registry);
         Self {
             registry,
@@ -179,6 +182,7 @@ impl Metrics {
             redis,
             events,
             detect,
+            detect_state,
             alerts,
         }
     }

@@ -20,14 +20,18 @@ use crate::{
     alerts::AlertSink,
     config::Config,
     detect::{
-        ActiveModel, Detector,
+        ActiveModel, Detector, StateBackend,
         detector::{ModelSink, model_schema},
+        state::StateStore,
         store::{ModelStore, Status},
     },
     engine::Engine,
     events::EventSink,
     events::store::Store as EventStore,
-    limiter::{SharedLimiter, redis::RedisStoreError},
+    limiter::{
+        SharedLimiter,
+        redis::{RedisStore, RedisStoreError},
+    },
     metrics::Metrics,
     reload::Reloader,
     service::ScorerService,
@@ -67,8 +71,12 @@ pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> Result<Engine, Se
     let mut engine = Engine::new(&config.limits, Arc::clone(&metrics))
         .with_events(sink)
         .with_alerts(alerts);
+    let state = key_state(config, &metrics)?;
     if config.detect.enabled {
-        let detector = Detector::new(&config.detect, metrics.detect.clone());
+        let mut detector = Detector::new(&config.detect, metrics.detect.clone());
+        if let Some(state) = &state {
+            detector = detector.with_state_sink(state.sink());
+        }
         let detector = match model_store(config)? {
             Some((store, db)) => {
                 let detector = Arc::new(detector.with_sink(persist_to(store.clone())));
@@ -88,7 +96,28 @@ pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> Result<Engine, Se
         degraded_mode = ?config.redis.degraded_mode,
         "rate-limit windows in redis"
     );
-    Ok(engine.with_shared(shared))
+    Ok(engine.with_shared(shared).with_state(state))
+}
+
+/// Per-key detection state in Redis: with detection on, `[redis]` configured and
+/// `detect.state = "redis"`. Its writer has a connection of its own, with a longer timeout
+/// than a Check's: it writes whole batches, off the request path.
+fn key_state(config: &Config, metrics: &Metrics) -> Result<Option<Arc<StateStore>>, ServeError> {
+    let d = &config.detect;
+    if !d.enabled || !config.redis.enabled() || d.state != StateBackend::Redis {
+        return Ok(None);
+    }
+    let mut writer = config.redis.clone();
+    writer.timeout_ms = writer.timeout_ms.max(1_000);
+    let state = StateStore::start(
+        &config.redis.key_prefix,
+        RedisStore::new(&writer)?,
+        d.idle_ms,
+        d.state_queue,
+        metrics.detect_state.clone(),
+    );
+    tracing::info!("per-key detection state in redis");
+    Ok(Some(state))
 }
 
 /// Where trained models are kept: `detect.model_dir`, else Postgres when events go there,
@@ -295,6 +324,7 @@ pub async fn run_with_reloader(
     if let Some(t) = sighup_task {
         t.abort();
     }
+    engine.shutdown_state().await;
     engine.shutdown_events().await;
     engine.shutdown_alerts().await;
     let admin_result = admin_task.await.unwrap_or(Ok(()));

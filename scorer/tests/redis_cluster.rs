@@ -174,6 +174,20 @@ async fn cluster_store_matches_the_model_and_shares_quota() {
     }
     // 8 callers x 15 requests per key = 120 requests for 40 slots each.
     assert_eq!(total, [40; 6]);
+    // Each scorer fetched each key's detection state with its script (one slot): once per
+    // key, or once per caller whose first request of it raced another's.
+    for s in [&a, &b] {
+        let text = s.engine.metrics().render();
+        let loads = |result: &str| {
+            let line = format!("palisade_detect_state_loads_total{{result=\"{result}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        assert_eq!(loads("failed"), 0, "{text}");
+        assert!((6..=24).contains(&(loads("hit") + loads("miss"))), "{text}");
+    }
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }

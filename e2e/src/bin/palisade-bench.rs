@@ -21,7 +21,10 @@ use palisade_e2e::{
     scorer_config, workspace_root,
 };
 use palisade_proto::v1::scorer_client::ScorerClient;
-use palisade_scorer::config::{PolicyConfig, WindowConfig};
+use palisade_scorer::{
+    config::{PolicyConfig, WindowConfig},
+    detect::StateBackend,
+};
 
 #[derive(Debug, Parser)]
 #[command(about = "Palisade benchmarks (loopback only)")]
@@ -72,6 +75,10 @@ enum Bench {
         /// to compare with the default (on).
         #[arg(long)]
         no_detect: bool,
+        /// Keep detection state in memory only (`detect.state = "memory"`), to compare with
+        /// the default (snapshots in Redis when `--redis` is given).
+        #[arg(long)]
+        detect_state_memory: bool,
     },
     /// Exact log vs approximate counter in Redis.
     LimiterAlgorithms {
@@ -154,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
             redis,
             redis_timeout_ms,
             no_detect,
+            detect_state_memory,
         } => {
             check(
                 addr,
@@ -162,7 +170,11 @@ async fn main() -> anyhow::Result<()> {
                 callers,
                 redis,
                 redis_timeout_ms,
-                !no_detect,
+                (!no_detect).then_some(if detect_state_memory {
+                    StateBackend::Memory
+                } else {
+                    StateBackend::Redis
+                }),
             )
             .await
         }
@@ -365,10 +377,13 @@ async fn check(
     callers: usize,
     redis: Option<String>,
     redis_timeout_ms: u64,
-    detect: bool,
+    detect: Option<StateBackend>,
 ) -> anyhow::Result<()> {
     let mut scorer = scorer_config();
-    scorer.detect.enabled = detect;
+    scorer.detect.enabled = detect.is_some();
+    if let Some(state) = detect {
+        scorer.detect.state = state;
+    }
     let stats = match &redis {
         Some(url) => {
             scorer.redis.url = url.clone();
@@ -448,6 +463,15 @@ async fn check(
             "Redis: {c} client commands (EVALSHA/EVAL/SCRIPT) for {sent} Checks sent to Redis = {per:.4} round trips per Check; {degraded} of {calls} Checks degraded ({skipped} skipped by the open breaker) -> {:.0} Redis-decided Checks/s",
             calls.saturating_sub(degraded) as f64 * throughput / calls.max(1) as f64
         );
+        let calls_by_name = stats.calls().await?;
+        let named = |n: &str| calls_by_name.get(n).copied().unwrap_or(0);
+        println!(
+            "  of which: evalsha {} eval {} | get {} (detection state, pipelined with the script on a key's first sight: no extra round trip) | set {} (detection state, write-behind off the Check path)",
+            named("evalsha"),
+            named("eval"),
+            named("get"),
+            named("set")
+        );
         commands_per_check = Some(per);
         degraded_in_throughput = degraded;
         stats.reset().await?;
@@ -470,7 +494,7 @@ async fn check(
     );
     let out = workspace_root().join("target/bench");
     fs::create_dir_all(&out)?;
-    let path = out.join(match (redis.is_some(), detect) {
+    let path = out.join(match (redis.is_some(), detect.is_some()) {
         (true, _) => "check-redis.json",
         (false, true) => "check.json",
         (false, false) => "check-no-detect.json",
@@ -481,7 +505,7 @@ async fn check(
             "throughput_calls_per_s": throughput, "callers": callers, "calls": calls, "failed": failed,
             "redis": redis.is_some(), "redis_round_trips_per_check": commands_per_check,
             "redis_timeout_ms": redis_timeout_ms,
-            "detect": detect,
+            "detect": detect.is_some(), "detect_state": detect.map(|s| format!("{s:?}").to_lowercase()),
             "degraded_in_throughput_run": degraded_in_throughput,
             "degraded_in_fixed_rate_run": degraded_in_latency,
             "fixed_rate": report,

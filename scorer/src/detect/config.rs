@@ -46,6 +46,13 @@ pub struct DetectConfig {
     pub model_dir: Option<PathBuf>,
     /// Retired and held models kept in the store besides the active one.
     pub models_kept: usize,
+    /// Where per-key state outlives the process: `redis` (the default) snapshots each key to
+    /// Redis when `[redis]` is configured (in memory only without it), `memory` never does.
+    /// Needs a restart to change.
+    pub state: StateBackend,
+    /// Key snapshots queued for writing to Redis at most; beyond it they are dropped and
+    /// counted (the Check path never waits). Needs a restart to change.
+    pub state_queue: usize,
     /// Training.
     pub training: TrainingConfig,
     /// Thresholds of tiers not listed in `tiers` (defaults 0.72 / 0.78 / 0.85: above the
@@ -72,11 +79,25 @@ impl Default for DetectConfig {
             feature_groups: false,
             model_dir: None,
             models_kept: 10,
+            state: StateBackend::Redis,
+            state_queue: 4_096,
             training: TrainingConfig::default(),
             default_thresholds: TierThresholds::default(),
             tiers: BTreeMap::new(),
         }
     }
+}
+
+/// `detect.state`: where per-key detection state is kept besides memory.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackend {
+    /// In Redis when `[redis]` is configured (read on a key's first sight, written after each
+    /// scoring), so restarts and replicas share profiles; else in memory only.
+    #[default]
+    Redis,
+    /// In memory only: a restart or another replica starts every profile afresh.
+    Memory,
 }
 
 /// `[detect.training]`.
@@ -157,6 +178,7 @@ impl DetectConfig {
             ("risk_half_life_ms", self.risk_half_life_ms),
             ("max_keys", self.max_keys as u64),
             ("models_kept", self.models_kept as u64),
+            ("state_queue", self.state_queue as u64),
             ("idle_ms", self.idle_ms),
             ("training.interval_ms", self.training.interval_ms),
             ("training.trees", self.training.trees as u64),
@@ -218,6 +240,10 @@ mod tests {
         c.validate(&mut p);
         assert!(p.is_empty(), "{p:?}");
         assert!(c.enabled && !c.enforce);
+        assert_eq!(c.state, StateBackend::Redis);
+        let m: DetectConfig = toml::from_str("state = \"memory\"").unwrap();
+        assert_eq!(m.state, StateBackend::Memory);
+        assert!(toml::from_str::<DetectConfig>("state = \"disk\"").is_err());
     }
 
     #[test]

@@ -43,6 +43,8 @@ use super::{
     forest::ForestParams,
     model::{GroupSpec, Model, ModelError, Schema, ThresholdSpec},
     risk::{self, ModelVerdict, Risk},
+    sketch::plausible_ms,
+    snapshot::{self, SnapshotError},
 };
 
 const SHARDS: usize = 64;
@@ -366,7 +368,8 @@ pub struct Assessment {
     pub escalated: bool,
 }
 
-#[derive(Debug)]
+/// What the detector keeps per key; also what a snapshot carries ([`Detector::export_state`]).
+#[derive(Debug, bincode::Encode, bincode::Decode)]
 struct KeyState {
     features: KeyFeatures,
     risk: Risk,
@@ -402,7 +405,25 @@ impl KeyState {
             level: 0,
         }
     }
+
+    /// A restored state holds what this code writes (see [`KeyFeatures::is_plausible`]).
+    fn is_plausible(&self) -> bool {
+        self.features.is_plausible()
+            && self.risk.is_plausible()
+            && [self.last_score_ms, self.last_seen_ms, self.first_seen_ms]
+                .into_iter()
+                .all(plausible_ms)
+            && self.requests < 1 << 62
+            && self.since_score < u32::MAX / 2
+            && self.score.is_finite()
+            && self.smoothed.is_finite()
+            && self.level <= 3
+    }
 }
+
+/// Called with a key and its encoded state ([`snapshot`]) each time the key is scored, after
+/// the shard's lock is released: the write-behind to Redis. Must not block.
+pub type StateSink = Box<dyn Fn(&str, Vec<u8>) + Send + Sync>;
 
 /// Training vectors: a uniform reservoir sample (algorithm R) of the vectors seen at scoring.
 #[derive(Debug)]
@@ -456,6 +477,7 @@ pub struct Detector {
     schema: Schema,
     metrics: DetectMetrics,
     sink: Option<ModelSink>,
+    state_sink: Option<StateSink>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -490,7 +512,64 @@ impl Detector {
             schema: model_schema(),
             metrics,
             sink: None,
+            state_sink: None,
         }
+    }
+
+    /// Calls `sink` with a key's encoded state each time the key is scored.
+    pub fn with_state_sink(mut self, sink: StateSink) -> Self {
+        self.state_sink = Some(sink);
+        self
+    }
+
+    fn shard(&self, key_id: &str) -> &Mutex<HashMap<String, KeyState>> {
+        &self.shards[(self.hasher.hash_one(key_id) as usize) % SHARDS]
+    }
+
+    /// Requests seen from `key_id` (restored ones included), when it has state in memory.
+    pub fn key_requests(&self, key_id: &str) -> Option<u64> {
+        self.shard(key_id).lock().get(key_id).map(|s| s.requests)
+    }
+
+    /// True when `key_id` has state in memory.
+    pub fn knows(&self, key_id: &str) -> bool {
+        self.shard(key_id).lock().contains_key(key_id)
+    }
+
+    /// `key_id`'s state as a snapshot, when it has state in memory.
+    pub fn export_state(&self, key_id: &str) -> Option<Result<Vec<u8>, SnapshotError>> {
+        self.shard(key_id).lock().get(key_id).map(snapshot::encode)
+    }
+
+    /// Installs `key_id`'s state from `bytes` (a snapshot of [`export_state`](Self::export_state)):
+    /// only when the key has no state in memory, unless `replace`. A snapshot that does not
+    /// decode or holds implausible values is an error and changes nothing; one idle for
+    /// `idle_ms` at `now_ms` is ignored. Returns whether it was installed.
+    pub fn import_state(
+        &self,
+        key_id: &str,
+        bytes: &[u8],
+        now_ms: i64,
+        replace: bool,
+    ) -> Result<bool, SnapshotError> {
+        let state: KeyState = snapshot::decode(bytes)?;
+        if !state.is_plausible() {
+            return Err(SnapshotError::Implausible);
+        }
+        let config = self.config.load();
+        if now_ms.saturating_sub(state.last_seen_ms) >= config.idle_ms as i64 {
+            return Ok(false);
+        }
+        let mut keys = self.shard(key_id).lock();
+        match keys.get_mut(key_id) {
+            Some(current) if replace => *current = state,
+            Some(_) => return Ok(false),
+            None => {
+                self.make_room(&mut keys, &config, now_ms);
+                keys.insert(key_id.to_owned(), state);
+            }
+        }
+        Ok(true)
     }
 
     /// Calls `sink` with every model a retrain produces (to persist it).
@@ -544,9 +623,9 @@ impl Detector {
         let model = self.model.load();
         let mut vector = None;
         let owner = self.hasher.hash_one(o.key_id);
+        let mut exported = None;
         let assessment = {
-            let shard = &self.shards[(owner as usize) % SHARDS];
-            let mut keys = shard.lock();
+            let mut keys = self.shards[(owner as usize) % SHARDS].lock();
             if !keys.contains_key(o.key_id) {
                 self.make_room(&mut keys, &config, o.now_ms);
                 keys.insert(o.key_id.to_owned(), KeyState::new(o.now_ms));
@@ -584,11 +663,18 @@ impl Detector {
                     vector = Some(x);
                 }
             }
-            model
+            let assessment = model
                 .as_ref()
                 .filter(|_| state.requests >= config.min_requests)
-                .map(|m| assess(&config, m, state, o))
+                .map(|m| assess(&config, m, state, o));
+            if due && self.state_sink.is_some() {
+                exported = snapshot::encode(&*state).ok();
+            }
+            assessment
         };
+        if let (Some(sink), Some(bytes)) = (&self.state_sink, exported) {
+            sink(o.key_id, bytes);
+        }
         if let Some(x) = vector {
             self.offer(x, owner, o.now_ms, &config);
         }
@@ -1192,6 +1278,105 @@ mod tests {
         .unwrap();
         let err = ActiveModel::new(raw).unwrap_err().to_string();
         assert!(err.contains("schema"), "{err}");
+    }
+
+    /// The scraper of `an_enumerating_key_is_caught...`: request `i`.
+    fn scrape(d: &Arc<Detector>, start: i64, i: i64) -> Option<Assessment> {
+        let path = format!("/api/orders/{}", 5_000 + i);
+        send(
+            d,
+            "scraper",
+            start + i * 30_000,
+            &path,
+            "10.7.7.7",
+            "client/1.0",
+        )
+    }
+
+    #[test]
+    fn an_exported_state_resumes_where_it_left_off() {
+        let (d, start) = trained();
+        for i in 0..100 {
+            scrape(&d, start, i);
+        }
+        let bytes = d.export_state("scraper").unwrap().unwrap();
+        // Another process with the same model: only the key's snapshot crosses over.
+        let (resumed, _) = trained();
+        assert!(
+            resumed
+                .import_state("scraper", &bytes, start + 100 * 30_000, false)
+                .unwrap()
+        );
+        assert_eq!(resumed.key_requests("scraper"), Some(100));
+        for i in 100..240 {
+            let (a, b) = (scrape(&d, start, i), scrape(&resumed, start, i));
+            let (a, b) = (a.expect("scored"), b.expect("scored"));
+            assert!((a.score - b.score).abs() < 1e-9, "at {i}: {a:?} vs {b:?}");
+            assert!((a.risk - b.risk).abs() < 1e-9, "at {i}: {a:?} vs {b:?}");
+            assert_eq!(a.verdict.decision, b.verdict.decision, "at {i}");
+        }
+        // Not over a key that already has state, unless asked to.
+        let other = Arc::new(Detector::new(&config(), DetectMetrics::default()));
+        send(&other, "scraper", start, "/x", "10.0.0.1", "ua");
+        assert!(!other.import_state("scraper", &bytes, start, false).unwrap());
+        assert_eq!(other.key_requests("scraper"), Some(1));
+        assert!(other.import_state("scraper", &bytes, start, true).unwrap());
+        assert_eq!(other.key_requests("scraper"), Some(100));
+    }
+
+    #[test]
+    fn implausible_and_stale_snapshots_are_not_installed() {
+        let d = Arc::new(Detector::new(&config(), DetectMetrics::default()));
+        let mut state = KeyState::new(1_000);
+        state.first_seen_ms = i64::MIN;
+        let bytes = snapshot::encode(&state).unwrap();
+        assert!(matches!(
+            d.import_state("k", &bytes, 2_000, false),
+            Err(SnapshotError::Implausible)
+        ));
+        let bytes = snapshot::encode(&KeyState::new(1_000)).unwrap();
+        let idle = config().idle_ms as i64;
+        assert!(!d.import_state("k", &bytes, 1_000 + idle, false).unwrap());
+        assert!(d.import_state("k", &bytes, 2_000, false).unwrap());
+        assert_eq!(d.keys(), 1);
+    }
+
+    /// The encoding of a fixed state. When this fails and an encoded type changed shape, bump
+    /// `snapshot::VERSION` (so older snapshots are refused, not misread); when only the values
+    /// changed (features computed differently), the layout is the same: update the figures.
+    #[test]
+    fn layout_is_pinned() {
+        let d = Arc::new(Detector::new(&config(), DetectMetrics::default()));
+        for i in 0..64 {
+            let path = format!("/api/users/{}", i % 9);
+            send(&d, "k", i * 1_000, &path, "10.0.0.1", "ua/1");
+        }
+        let bytes = d.export_state("k").unwrap().unwrap();
+        assert_eq!(
+            (bytes.len(), crc32fast::hash(&bytes)),
+            (1093, 2_257_688_475),
+            "key-state snapshot layout changed: bump snapshot::VERSION"
+        );
+    }
+
+    #[test]
+    fn scoring_hands_the_state_to_the_sink() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&seen);
+        let d = Arc::new(
+            Detector::new(&config(), DetectMetrics::default()).with_state_sink(Box::new(
+                move |k: &str, b: Vec<u8>| kept.lock().push((k.to_owned(), b)),
+            )),
+        );
+        // Scored at its 30th request (min_requests) and every 8th after.
+        for i in 0..46 {
+            send(&d, "k", i * 1_000, "/a", "10.0.0.1", "ua");
+        }
+        let seen = seen.lock();
+        assert_eq!(seen.len(), 3);
+        let fresh = Arc::new(Detector::new(&config(), DetectMetrics::default()));
+        fresh.import_state("k", &seen[2].1, 46_000, false).unwrap();
+        assert_eq!(fresh.key_requests("k"), Some(46));
     }
 
     #[test]

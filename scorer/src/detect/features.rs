@@ -9,7 +9,7 @@
 use super::{
     model::Schema,
     profile::{Profile, Route},
-    sketch::{CappedMap, Decayed},
+    sketch::{CappedMap, Decayed, plausible_ms},
 };
 
 /// The horizons, with the suffix their features carry.
@@ -93,7 +93,7 @@ pub struct Event<'a> {
 }
 
 /// Decayed counts and an endpoint histogram with one time constant.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, bincode::Encode, bincode::Decode)]
 struct Window {
     tau_ms: f64,
     requests: Decayed,
@@ -134,6 +134,18 @@ impl Window {
             .entry(endpoint, Default::default, |(c, _)| c.get(now, tau));
         e.0.add(now, tau, 1.0);
         e.1 = now;
+    }
+
+    /// Restored state: this horizon's time constant, its counters and caps intact.
+    fn is_plausible(&self, tau_ms: f64) -> bool {
+        self.tau_ms == tau_ms
+            && [&self.requests, &self.blocked, &self.throttled]
+                .into_iter()
+                .chain(&self.gaps)
+                .all(Decayed::is_plausible)
+            && self.endpoints.is_plausible(MAX_ENDPOINTS, |(c, seen)| {
+                c.is_plausible() && plausible_ms(*seen)
+            })
     }
 
     /// Endpoint shares at `now`, by endpoint.
@@ -201,8 +213,9 @@ impl Window {
     }
 }
 
-/// Everything the features of one key need; bounded in size.
-#[derive(Debug, Clone)]
+/// Everything the features of one key need; bounded in size. Encodes with bincode (a key's
+/// snapshot, [`super::snapshot`]); a decoded one is used only if [`is_plausible`](Self::is_plausible).
+#[derive(Debug, Clone, bincode::Encode, bincode::Decode)]
 pub struct KeyFeatures {
     windows: Vec<(i64, Window)>,
     baseline: Window,
@@ -265,6 +278,31 @@ impl KeyFeatures {
                 errors.add(ts_ms, tau, 1.0);
             }
         }
+    }
+
+    /// True when every part holds what this code writes: the horizons and caps it uses,
+    /// finite counters, clock values in range. Checked on a decoded snapshot before use, so a
+    /// crafted one cannot make later arithmetic overflow or index out of bounds.
+    pub fn is_plausible(&self) -> bool {
+        self.windows.len() == HORIZONS.len()
+            && self
+                .windows
+                .iter()
+                .zip(HORIZONS)
+                .all(|((h, w), (_, want))| *h == want && w.is_plausible(want as f64))
+            && self.baseline.is_plausible(BASELINE_TAU_MS)
+            && self
+                .hours_recent
+                .iter()
+                .chain(&self.hours_baseline)
+                .all(Decayed::is_plausible)
+            && self.last_ms.is_none_or(plausible_ms)
+            && self.first_ms.is_none_or(plausible_ms)
+            && self.profile.is_plausible()
+            && self
+                .responses
+                .iter()
+                .all(|(all, errors)| all.is_plausible() && errors.is_plausible())
     }
 
     /// The feature vector at `now_ms`, in [`FEATURE_NAMES`] order.

@@ -9,6 +9,8 @@
 //!   key's own baseline (pure; time passed in).
 //! - [`profile`]: object IDs per route, parameter and client diversity (low-and-slow signals).
 //! - [`sketch`]: decayed counters, HyperLogLog and capped maps that bound memory per key.
+//! - [`snapshot`]: a key's detection state as versioned, checksummed bytes (pure).
+//! - [`state`]: key state in Redis: read-through on first sight, write-behind after scoring.
 //! - [`detector`]: the Check path's detection step (features, cadence, risk, verdict) and
 //!   retraining off the request path with its drift gate.
 //! - [`config`]: the `detect` section of the configuration.
@@ -26,9 +28,11 @@ pub mod model;
 pub mod profile;
 pub mod risk;
 pub mod sketch;
+pub mod snapshot;
+pub mod state;
 pub mod store;
 
-pub use config::{DetectConfig, TrainingConfig};
+pub use config::{DetectConfig, StateBackend, TrainingConfig};
 pub use detector::{ActiveModel, Assessment, DetectMetrics, Detector, Observation, Retrained};
 pub use forest::{ForestError, ForestParams, IsolationForest};
 pub use model::{Model, ModelError, Schema, ThresholdSpec};

@@ -3,7 +3,7 @@
 //! value diversity, client IP and user-agent diversity. Day-based sketches rotate at UTC
 //! midnight and are read over the current and the previous day.
 
-use super::sketch::{CappedMap, Decayed, Hll};
+use super::sketch::{CappedMap, Decayed, Hll, MAX_PLAUSIBLE_MS};
 
 /// Route templates tracked per key.
 const MAX_ROUTES: usize = 16;
@@ -45,7 +45,7 @@ impl Route {
 }
 
 /// Day-rotating pair of distinct-count sketches.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, bincode::Encode, bincode::Decode)]
 struct DaySketch<const P: u32> {
     day: i64,
     today: Hll<P>,
@@ -71,6 +71,10 @@ impl<const P: u32> DaySketch<P> {
         self.today.insert(item);
     }
 
+    fn is_plausible(&self) -> bool {
+        self.day.unsigned_abs() <= (MAX_PLAUSIBLE_MS / DAY_MS) as u64
+    }
+
     /// Distinct items over today and yesterday.
     fn count(&self) -> f64 {
         self.today.union(&self.yesterday).count()
@@ -88,7 +92,7 @@ impl<const P: u32> DaySketch<P> {
 }
 
 /// Object IDs seen under one route template.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, bincode::Encode, bincode::Decode)]
 struct IdStats {
     weight: Decayed,
     distinct: DaySketch<8>,
@@ -118,6 +122,14 @@ impl IdStats {
         self.last = Some(id);
     }
 
+    fn is_plausible(&self) -> bool {
+        self.weight.is_plausible()
+            && self.distinct.is_plausible()
+            && self.min <= self.max
+            && self.sequential <= self.steps
+            && self.steps < 1 << 62
+    }
+
     fn spread(&self) -> f64 {
         (self.max - self.min) as f64
     }
@@ -137,7 +149,7 @@ impl IdStats {
 }
 
 /// The key's object-ID, parameter and client diversity state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, bincode::Encode, bincode::Decode)]
 pub struct Profile {
     routes: CappedMap<IdStats>,
     params: CappedMap<(Decayed, DaySketch<6>)>,
@@ -211,6 +223,16 @@ impl Profile {
                     .observe(now_ms, id);
             }
         }
+    }
+
+    /// Restored state: caps and clock values as this code writes them.
+    pub fn is_plausible(&self) -> bool {
+        self.routes.is_plausible(MAX_ROUTES, IdStats::is_plausible)
+            && self
+                .params
+                .is_plausible(MAX_PARAMS, |(w, s)| w.is_plausible() && s.is_plausible())
+            && self.ips.is_plausible()
+            && self.agents.is_plausible()
     }
 
     /// The features at `now_ms`.

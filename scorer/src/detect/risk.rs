@@ -46,7 +46,7 @@ impl TierThresholds {
 
 /// A key's risk: the highest recent anomaly score, decaying towards 0 with `half_life_ms`, so
 /// one bad burst keeps a key under watch for a while and good behaviour earns its way back.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, bincode::Encode, bincode::Decode)]
 pub struct Risk {
     value: f64,
     at_ms: i64,
@@ -63,6 +63,11 @@ impl Risk {
     pub fn get(&self, now_ms: i64, half_life_ms: f64) -> f64 {
         let dt = (now_ms - self.at_ms).max(0) as f64;
         self.value * (-dt / half_life_ms).exp2()
+    }
+
+    /// A finite value at a plausible time (checked on restored state).
+    pub fn is_plausible(&self) -> bool {
+        self.value.is_finite() && super::sketch::plausible_ms(self.at_ms)
     }
 }
 

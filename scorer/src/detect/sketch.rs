@@ -1,14 +1,34 @@
 //! Bounded-memory summaries the per-key features are built from: exponentially decayed
 //! counters, a small HyperLogLog, and a capped map that evicts its weakest entry.
+//!
+//! All of them encode with bincode (a key's state is snapshotted to Redis, see
+//! [`super::snapshot`]); a decoded value is only used after its `is_plausible` check, so a
+//! crafted or corrupt snapshot cannot make later arithmetic overflow or index out of bounds.
 
 use std::{
     collections::HashMap,
     hash::{BuildHasherDefault, DefaultHasher},
 };
 
+use bincode::{
+    BorrowDecode, Decode, Encode,
+    de::{BorrowDecoder, Decoder},
+    enc::Encoder,
+    error::{DecodeError, EncodeError},
+};
+
+/// Largest clock value (ms, either sign) a restored state may carry: far beyond any real
+/// timestamp, far from where `now - t` could overflow.
+pub const MAX_PLAUSIBLE_MS: i64 = 1 << 52;
+
+/// True when `t` is a clock value a restored state may hold.
+pub fn plausible_ms(t: i64) -> bool {
+    t.unsigned_abs() <= MAX_PLAUSIBLE_MS as u64
+}
+
 /// A sum that decays with time constant `tau_ms`: after `tau_ms` without additions it is down
 /// to `1/e`. For a steady stream it approximates the amount added over the last `tau_ms`.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Encode, Decode)]
 pub struct Decayed {
     value: f64,
     at_ms: i64,
@@ -25,6 +45,11 @@ impl Decayed {
     pub fn get(&self, now_ms: i64, tau_ms: f64) -> f64 {
         let dt = (now_ms - self.at_ms).max(0) as f64;
         self.value * (-dt / tau_ms).exp()
+    }
+
+    /// A finite value at a plausible time (checked on restored state).
+    pub fn is_plausible(&self) -> bool {
+        self.value.is_finite() && plausible_ms(self.at_ms)
     }
 }
 
@@ -97,11 +122,71 @@ impl<const P: u32> Hll<P> {
     }
 }
 
+/// Registers set, sparse: most keys see a handful of addresses and agents, so most
+/// registers are 0 and `(index, value)` pairs are far smaller than the dense array.
+const SPARSE: u8 = 1;
+const DENSE: u8 = 0;
+
+impl<const P: u32> Encode for Hll<P> {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        let set: Vec<(u16, u8)> = self
+            .registers
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| **r != 0)
+            .map(|(i, r)| (i as u16, *r))
+            .collect();
+        if set.len() * 3 < self.registers.len() {
+            SPARSE.encode(encoder)?;
+            set.encode(encoder)
+        } else {
+            DENSE.encode(encoder)?;
+            self.registers.encode(encoder)
+        }
+    }
+}
+
+impl<Context, const P: u32> Decode<Context> for Hll<P> {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let n = 1usize << P;
+        let registers = match u8::decode(decoder)? {
+            DENSE => Vec::<u8>::decode(decoder)?,
+            SPARSE => {
+                let mut registers = vec![0; n];
+                for (i, r) in Vec::<(u16, u8)>::decode(decoder)? {
+                    *registers.get_mut(usize::from(i)).ok_or_else(|| {
+                        DecodeError::OtherString(format!("hll register {i} of {n}"))
+                    })? = r;
+                }
+                registers
+            }
+            other => {
+                return Err(DecodeError::OtherString(format!("hll encoding {other}")));
+            }
+        };
+        if registers.len() != n {
+            return Err(DecodeError::OtherString(format!(
+                "hll of {} registers, expected {n}",
+                registers.len()
+            )));
+        }
+        Ok(Self { registers })
+    }
+}
+
+impl<'de, Context, const P: u32> BorrowDecode<'de, Context> for Hll<P> {
+    fn borrow_decode<D: BorrowDecoder<'de, Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, DecodeError> {
+        Self::decode(decoder)
+    }
+}
+
 /// A map of at most `cap` entries; inserting into a full map first evicts the entry `weight`
 /// ranks lowest. Hashed with fixed keys, so iteration order (and with it float sums and
 /// eviction among equal weights) is the same on every run: features stay a pure function of
 /// the requests. A few dozen entries leave nothing for hash flooding to gain.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Encode, Decode)]
 pub struct CappedMap<V> {
     cap: usize,
     entries: HashMap<String, V, BuildHasherDefault<DefaultHasher>>,
@@ -152,6 +237,11 @@ impl<V> CappedMap<V> {
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Capped at `cap`, within it, and every value passes `check` (for restored state).
+    pub fn is_plausible(&self, cap: usize, check: impl Fn(&V) -> bool) -> bool {
+        self.cap == cap && self.entries.len() <= cap && self.entries.values().all(check)
     }
 }
 

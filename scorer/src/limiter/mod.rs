@@ -16,5 +16,6 @@ pub mod window;
 
 pub use local::LocalLimiter;
 pub use policy::{Policy, PolicyTable};
+pub use redis::Fetched;
 pub use store::{RedisMetrics, SharedLimiter};
 pub use window::{Outcome, WindowSpec, WindowState};

@@ -8,6 +8,10 @@
 //! Keys: `<prefix>{rl:<subject>}:<policy>:<window_ms>:<l|c>`. The braces are a hash tag: every
 //! window of every policy of one subject (its tier's, a route's) lives in one cluster slot, so
 //! one script checks them all, atomically, on a single node.
+//! A Check may also fetch one more key of the same subject (the key's detection state,
+//! `detect/state.rs`): a `GET` pipelined behind the script, so still one round trip, in the
+//! same slot.
+//!
 //! Every write sets `PEXPIRE` (log: the window; counter: two windows), so idle subjects
 //! vanish on their own. Expiry runs on Redis' wall clock while windows run on the request
 //! clock; the two agree for live traffic (Envoy's clock).
@@ -95,6 +99,36 @@ impl RedisStoreError {
             },
         }
     }
+}
+
+/// What a `GET` pipelined behind the script brought back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// Nothing was asked.
+    NotAsked,
+    /// The value; `None`: no such key.
+    Value(Option<Vec<u8>>),
+    /// Redis could not answer it (error, timeout, breaker open).
+    Failed,
+}
+
+impl Fetched {
+    /// `Failed` when something was asked, else `NotAsked`.
+    pub fn failed_if(asked: bool) -> Self {
+        if asked { Self::Failed } else { Self::NotAsked }
+    }
+
+    fn from_reply(v: Value) -> Self {
+        match v {
+            Value::Nil => Self::Value(None),
+            Value::BulkString(b) => Self::Value(Some(b)),
+            _ => Self::Failed,
+        }
+    }
+}
+
+fn is_noscript(v: &Value) -> bool {
+    matches!(v, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript))
 }
 
 enum Conn {
@@ -208,12 +242,35 @@ impl RedisStore {
         policies: &[&Policy],
         now_ms: u64,
     ) -> Result<(Outcome, usize), RedisStoreError> {
+        Ok(self
+            .check_many_fetching(subject, policies, now_ms, None)
+            .await?
+            .0)
+    }
+
+    /// [`check_many`](Self::check_many), also fetching `fetch` (a key in `subject`'s hash
+    /// slot) with a `GET` pipelined behind the script: still one round trip.
+    pub async fn check_many_fetching(
+        &self,
+        subject: &str,
+        policies: &[&Policy],
+        now_ms: u64,
+        fetch: Option<&str>,
+    ) -> Result<((Outcome, usize), Fetched), RedisStoreError> {
         let specs: Vec<WindowSpec> = policies
             .iter()
             .flat_map(|p| p.windows.iter().copied())
             .collect();
         if specs.is_empty() {
-            return Ok((combine(&[], &[]), 0));
+            let fetched = match fetch {
+                Some(key) => {
+                    let mut get = redis::cmd("GET");
+                    get.arg(key);
+                    Fetched::from_reply(self.query(&get).await?)
+                }
+                None => Fetched::NotAsked,
+            };
+            return Ok(((combine(&[], &[]), 0), fetched));
         }
         let keys: Vec<String> = policies
             .iter()
@@ -240,16 +297,93 @@ impl RedisStore {
             }
             c
         };
-        let reply = match self.query(&call("EVALSHA", &self.sha)).await {
-            Err(RedisStoreError::Redis(e))
-                if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
-            {
-                self.query(&call("EVAL", CHECK_SCRIPT)).await?
+        let (reply, fetched) = match fetch {
+            None => {
+                let reply = match self.query(&call("EVALSHA", &self.sha)).await {
+                    Err(RedisStoreError::Redis(e))
+                        if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                    {
+                        self.query(&call("EVAL", CHECK_SCRIPT)).await?
+                    }
+                    other => other?,
+                };
+                (reply, Fetched::NotAsked)
             }
-            other => other?,
+            Some(key) => {
+                let (mut script, mut got) = self.with_get(call("EVALSHA", &self.sha), key).await?;
+                if is_noscript(&script) {
+                    (script, got) = self.with_get(call("EVAL", CHECK_SCRIPT), key).await?;
+                }
+                (script.extract_error()?, Fetched::from_reply(got))
+            }
         };
         let (outcome, window) = parse_reply(&specs, &reply)?;
-        Ok((outcome, owner(policies, window)))
+        Ok(((outcome, owner(policies, window)), fetched))
+    }
+
+    /// `script` and `GET key` in one pipeline (one round trip); each reply as it came, an
+    /// error reply included.
+    async fn with_get(
+        &self,
+        script: redis::Cmd,
+        key: &str,
+    ) -> Result<(Value, Value), RedisStoreError> {
+        let mut p = redis::pipe();
+        p.add_command(script).cmd("GET").arg(key);
+        p.ignore_errors();
+        let replies: Vec<Value> = self.query_pipe(&p).await?;
+        let mut replies = replies.into_iter();
+        match (replies.next(), replies.next()) {
+            (Some(script), Some(got)) => Ok((script, got)),
+            _ => Err(RedisStoreError::Reply(
+                "pipeline: fewer than two replies".into(),
+            )),
+        }
+    }
+
+    /// Sets every `(key, value)` with a time to live of `ttl_ms`: one pipeline on a single
+    /// Redis; on a cluster one command per key (a pipeline must stay within one slot).
+    pub async fn set_many(
+        &self,
+        entries: &[(String, Vec<u8>)],
+        ttl_ms: u64,
+    ) -> Result<(), RedisStoreError> {
+        let set = |k: &str, v: &[u8]| {
+            let mut c = redis::cmd("SET");
+            c.arg(k).arg(v).arg("PX").arg(ttl_ms);
+            c
+        };
+        match &self.conn {
+            Conn::Single(_) => {
+                let mut p = redis::pipe();
+                for (k, v) in entries {
+                    p.add_command(set(k, v)).ignore();
+                }
+                self.query_pipe::<()>(&p).await
+            }
+            Conn::Cluster(_) => {
+                for (k, v) in entries {
+                    self.query(&set(k, v)).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        p: &redis::Pipeline,
+    ) -> Result<T, RedisStoreError> {
+        match &self.conn {
+            Conn::Single(m) => Ok(p.query_async(&mut m.clone()).await?),
+            Conn::Cluster(cluster) => {
+                let c = cluster
+                    .conn
+                    .get_or_try_init(|| cluster.client.get_async_connection())
+                    .await?;
+                Ok(p.query_async(&mut c.clone()).await?)
+            }
+        }
     }
 
     async fn query(&self, cmd: &redis::Cmd) -> Result<Value, RedisStoreError> {

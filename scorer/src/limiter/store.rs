@@ -20,7 +20,7 @@ use prometheus_client::{
 use super::{
     Outcome, Policy,
     breaker::{Admission, Breaker},
-    redis::{RedisStore, RedisStoreError},
+    redis::{Fetched, RedisStore, RedisStoreError},
 };
 use crate::config::{DegradedMode, RedisConfig};
 
@@ -193,14 +193,30 @@ impl SharedLimiter {
         policies: &[&Policy],
         now_ms: u64,
     ) -> Option<(Outcome, usize)> {
+        self.check_many_fetching(subject, policies, now_ms, None)
+            .await
+            .0
+    }
+
+    /// [`check_many`](Self::check_many), also fetching `fetch` (a key in `subject`'s hash
+    /// slot) in the same round trip, under the same timeout and breaker.
+    pub async fn check_many_fetching(
+        &self,
+        subject: &str,
+        policies: &[&Policy],
+        now_ms: u64,
+        fetch: Option<&str>,
+    ) -> (Option<(Outcome, usize)>, Fetched) {
+        let failed = || Fetched::failed_if(fetch.is_some());
         if self.breaker.admit(Instant::now()) == Admission::Skip {
             self.metrics.breaker_skipped.inc();
-            return None;
+            return (None, failed());
         }
         let started = Instant::now();
         let result = tokio::time::timeout(
             self.timeout,
-            self.store.check_many(subject, policies, now_ms),
+            self.store
+                .check_many_fetching(subject, policies, now_ms, fetch),
         )
         .await
         .unwrap_or(Err(RedisStoreError::Timeout));
@@ -209,9 +225,9 @@ impl SharedLimiter {
             .seconds
             .observe(done.duration_since(started).as_secs_f64());
         match result {
-            Ok(outcome) => {
+            Ok((outcome, fetched)) => {
                 self.breaker.on_success(done);
-                Some(outcome)
+                (Some(outcome), fetched)
             }
             Err(e) => {
                 self.breaker.on_failure(done);
@@ -220,7 +236,7 @@ impl SharedLimiter {
                     self.errors[i].inc();
                 }
                 tracing::debug!(error = %e, "redis limiter call failed");
-                None
+                (None, failed())
             }
         }
     }
