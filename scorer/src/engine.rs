@@ -324,6 +324,8 @@ impl Engine {
         }
         self.metrics.reports_dropped_by_filter.inc_by(req.dropped);
         let mut accepted = 0u32;
+        let request_clock = self.policies.load().clock == ClockSource::Request;
+        let local_now = crate::service::now_ms() as i64;
         for o in &req.outcomes {
             if validate_outcome(o).is_err() {
                 self.metrics.reports_invalid.inc();
@@ -345,9 +347,10 @@ impl Engine {
                 && !o.key_id.is_empty()
                 && forwarded(o.outcome)
             {
-                let now = match self.policies.load().clock {
-                    ClockSource::Request if o.timestamp_ms > 0 => o.timestamp_ms,
-                    _ => crate::service::now_ms() as i64,
+                let now = if request_clock && o.timestamp_ms > 0 {
+                    o.timestamp_ms
+                } else {
+                    local_now
                 };
                 let status = u16::try_from(o.status).unwrap_or(u16::MAX);
                 detector.observe_response(&o.key_id, now, status);
