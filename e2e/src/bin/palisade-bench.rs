@@ -429,7 +429,7 @@ async fn check(
             let mut failed = 0u64;
             while std::time::Instant::now() < deadline {
                 if client
-                    .check(load::bench_check_request(n * 1_000 + c as u64))
+                    .check(load::bench_check_request(n * callers as u64 + c as u64))
                     .await
                     .is_err()
                 {
