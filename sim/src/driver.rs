@@ -270,10 +270,7 @@ pub fn check_request(req: &SimRequest, request_id: String) -> CheckRequest {
 impl Target for ScorerTarget {
     async fn send(&self, req: &SimRequest) -> Result<Verdict, String> {
         if let Channel::Direct { .. } = req.channel {
-            return match &self.backend {
-                Some(b) => b.send(req).await,
-                None => Err("a direct call needs a backend (--backend URL)".to_owned()),
-            };
+            return BackendTarget::send_direct(self.backend.as_ref(), req).await;
         }
         let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let request_id = format!("sim-{n:x}");
@@ -307,6 +304,14 @@ pub struct BackendTarget {
 }
 
 impl BackendTarget {
+    /// A direct call through `backend`, or an error when there is none.
+    async fn send_direct(backend: Option<&Self>, req: &SimRequest) -> Result<Verdict, String> {
+        match backend {
+            Some(b) => b.send(req).await,
+            None => Err("a direct call needs a backend (--backend URL)".to_owned()),
+        }
+    }
+
     /// The backend at `url` (`http://host:port`).
     pub fn new(url: &str) -> Self {
         Self {
@@ -397,10 +402,7 @@ impl EnvoyTarget {
 impl Target for EnvoyTarget {
     async fn send(&self, req: &SimRequest) -> Result<Verdict, String> {
         if let Channel::Direct { .. } = req.channel {
-            return match &self.backend {
-                Some(b) => b.send(req).await,
-                None => Err("a direct call needs a backend (--backend URL)".to_owned()),
-            };
+            return BackendTarget::send_direct(self.backend.as_ref(), req).await;
         }
         let mut call = self
             .http

@@ -41,6 +41,17 @@ pub struct First {
     pub reason: String,
 }
 
+impl First {
+    /// The detection `verdict` gave `req`.
+    fn of(req: &SimRequest, verdict: &Verdict) -> Self {
+        Self {
+            ts_ms: req.ts_ms,
+            decision: verdict.decision.clone(),
+            reason: verdict.reason.clone(),
+        }
+    }
+}
+
 fn earlier(a: Option<First>, b: Option<First>) -> Option<First> {
     match (a, b) {
         (Some(a), Some(b)) => Some(if b.ts_ms < a.ts_ms { b } else { a }),
@@ -140,12 +151,7 @@ impl Tally {
             *s.decisions.entry(verdict.decision.clone()).or_default() += 1;
             if verdict.detected {
                 s.detections += 1;
-                let f = First {
-                    ts_ms: req.ts_ms,
-                    decision: verdict.decision.clone(),
-                    reason: verdict.reason.clone(),
-                };
-                s.first = earlier(s.first.take(), Some(f));
+                s.first = earlier(s.first.take(), Some(First::of(req, verdict)));
             }
         } else if verdict.detected {
             s.flagged_outside_attack += 1;
@@ -160,12 +166,7 @@ impl Tally {
                 if verdict.refused() {
                     k.refused += 1;
                 }
-                let f = First {
-                    ts_ms: req.ts_ms,
-                    decision: verdict.decision.clone(),
-                    reason: verdict.reason.clone(),
-                };
-                k.first = earlier(k.first.take(), Some(f));
+                k.first = earlier(k.first.take(), Some(First::of(req, verdict)));
             }
         }
     }
