@@ -6,7 +6,10 @@
 mod support;
 
 use palisade_proto::v1::{CheckRequest, scorer_client::ScorerClient};
-use palisade_scorer::{Config, RunningScorer, detect::StateBackend};
+use palisade_scorer::{
+    Config, RunningScorer,
+    detect::{StateBackend, snapshot},
+};
 use support::{RedisServer, SHARED_REDIS, scorer_config, unique_prefix};
 use tonic::transport::Channel;
 
@@ -253,7 +256,10 @@ async fn a_corrupt_or_foreign_snapshot_starts_the_key_afresh() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(stored.starts_with(b"PKS\0\x01\x00"), "{stored:?}");
+    assert!(
+        stored.starts_with(&[b"PKS\0".as_slice(), &snapshot::VERSION.to_le_bytes()].concat()),
+        "{stored:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
-//! A small fixed scenario set (two simulated days, 60 normal keys, one of each attack class)
-//! through a real scorer started in this process with `sim/scorer.toml`, and the real
-//! backend for the bypass calls. Every attack class must be detected and at most 1 % of the
-//! normal keys flagged.
+//! A small fixed scenario set (three and a half simulated days, 60 normal keys, one of each
+//! attack class from the end of the first day, when the first model is fitted) through a real
+//! scorer started in this process with `sim/scorer.toml`, and the real backend for the bypass
+//! calls. Every attack class must be detected and at most 1 % of the normal keys flagged.
 
 use std::path::Path;
 
@@ -11,18 +11,12 @@ use palisade_sim::{
     spawn::{LocalBackend, start_scorer},
 };
 
-// Open work (issue 6): with one forest per feature group the default week catches five of the
-// seven classes at 1 of 200 normal keys flagged, but `low_and_slow` and (in most runs) `bola`
-// stay under the ordinary keys' highest scores: an Isolation Forest cannot score a key beyond
-// the most extreme training key in a direction as more anomalous than that key (figures in
-// docs/detection.md). Run it with `cargo test -p palisade-sim --test detection -- --ignored`.
-#[ignore = "issue 6 open: low_and_slow and bola not yet detected reliably"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_attack_class_is_detected_and_at_most_one_percent_of_normal_keys_flagged() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("scorer.toml");
     let scorer = start_scorer(&config).await.expect("scorer starts");
     let backend = LocalBackend::start(42).await.expect("backend starts");
-    let set = ScenarioSet::days(42, 2.0, 60);
+    let set = ScenarioSet::days(42, 3.5, 60);
     assert_eq!(set.attacks, Attack::ALL.to_vec());
 
     let report = run_via_scorer(&set, &scorer.grpc_addr.to_string(), Some(&backend.url), 64)

@@ -39,6 +39,16 @@ pub struct DetectConfig {
     /// every feature. Catches more classes in the simulator, at more false positives so far
     /// (docs/detection.md); off by default until it flags as few ordinary keys.
     pub feature_groups: bool,
+    /// Also fit the tail of each feature over the population (an exponential above
+    /// `tail_quantile`), and score a key by how improbable its most extreme feature is, where
+    /// that says more than the forest: the forest cannot see a value beyond the most extreme
+    /// training row, nor one extreme feature among thirty-five (docs/detection.md, "Tails").
+    pub tails: bool,
+    /// The quantile each fitted tail starts at, in (0, 1).
+    pub tail_quantile: f64,
+    /// A tail evidence `L` (the value is as rare as 1 in `10^L`) scores `L / (L +
+    /// tail_scale)`: with 2.6, 1 in 10^6.7 reaches 0.72 (flag), 10^9.2 0.78, 10^14.7 0.85.
+    pub tail_scale: f64,
     /// Where trained models are kept (one file per model and an `ACTIVE` pointer); the active
     /// one is loaded at start. Unset: in Postgres (`palisade_models`) when
     /// `events.database_url` is set, else in memory only (a restart trains anew).
@@ -77,6 +87,9 @@ impl Default for DetectConfig {
             idle_ms: 7 * 86_400_000,
             explain_top: 3,
             feature_groups: false,
+            tails: true,
+            tail_quantile: 0.9,
+            tail_scale: 2.6,
             model_dir: None,
             models_kept: 10,
             state: StateBackend::Redis,
@@ -186,6 +199,12 @@ impl DetectConfig {
             if v == 0 {
                 p.push(format!("detect.{key}: must be > 0"));
             }
+        }
+        if !(self.tail_quantile > 0.0 && self.tail_quantile < 1.0) {
+            p.push("detect.tail_quantile: must be in (0, 1)".to_owned());
+        }
+        if !(self.tail_scale > 0.0 && self.tail_scale.is_finite()) {
+            p.push("detect.tail_scale: must be > 0".to_owned());
         }
         if !(self.score_smoothing > 0.0 && self.score_smoothing <= 1.0) {
             p.push("detect.score_smoothing: must be in (0, 1]".to_owned());

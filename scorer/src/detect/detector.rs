@@ -41,7 +41,7 @@ use super::{
     config::DetectConfig,
     features::{self, Event, FEATURE_NAMES, KeyFeatures, Outcome},
     forest::ForestParams,
-    model::{GroupSpec, Model, ModelError, Schema, ThresholdSpec},
+    model::{GroupSpec, Model, ModelError, Schema, TailParams, ThresholdSpec},
     risk::{self, ModelVerdict, Risk},
     sketch::plausible_ms,
     snapshot::{self, SnapshotError},
@@ -53,7 +53,7 @@ const N: usize = FEATURE_NAMES.len();
 /// Features whose values span orders of magnitude (counts, rates, variances, distinct
 /// counts). The model sees `ln(1 + x)` of them, so a key ten times busier than the median is
 /// not isolated in one split just for being busy; ratios and divergences are left as they are.
-const LOG_SCALED: [&str; 15] = [
+const LOG_SCALED: [&str; 16] = [
     "requests_1m",
     "unique_endpoints_1m",
     "interarrival_var_1m",
@@ -68,6 +68,7 @@ const LOG_SCALED: [&str; 15] = [
     "param_distinct_max",
     "ids_distinct_max",
     "id_spread",
+    "id_enumeration",
     "rps_1m",
 ];
 
@@ -115,7 +116,10 @@ pub const GROUPS: [(&str, &[&str]); 6] = [
         ],
     ),
     ("clients", &["distinct_ips", "distinct_user_agents"]),
-    ("responses", &["error_ratio_1h", "error_ratio_24h"]),
+    (
+        "responses",
+        &["error_ratio_1h", "error_ratio_24h", "denied_ratio_24h"],
+    ),
     (
         "objects",
         &[
@@ -125,9 +129,34 @@ pub const GROUPS: [(&str, &[&str]); 6] = [
             "id_sequential_ratio",
             "id_coverage",
             "id_novelty",
+            "id_enumeration",
         ],
     ),
 ];
+
+/// Features the tails leave to the forest (and the rate limits):
+/// - the one-minute horizon: a batch job's busiest minute is as extreme as an abuser's, and
+///   short bursts are what the limits are for;
+/// - divergences from the key's own baseline: a change of habits is what real integrations do
+///   now and then (a new client release), so an extreme one alone is no evidence.
+const NOT_IN_TAILS: [&str; 9] = [
+    "requests_1m",
+    "unique_endpoints_1m",
+    "interarrival_var_1m",
+    "rps_1m",
+    "endpoint_entropy_1m",
+    "blocked_ratio_1m",
+    "throttled_ratio_1m",
+    "endpoint_divergence",
+    "time_of_day_divergence",
+];
+
+/// The columns of [`FEATURE_NAMES`] the model's tails are fitted on.
+pub fn tail_columns() -> Vec<usize> {
+    (0..N)
+        .filter(|i| !NOT_IN_TAILS.contains(&FEATURE_NAMES[*i]))
+        .collect()
+}
 
 /// [`GROUPS`] as column indices of [`FEATURE_NAMES`].
 pub fn group_specs() -> Vec<GroupSpec> {
@@ -724,7 +753,7 @@ impl Detector {
             .risk
             .update(o.now_ms, config.risk_half_life_ms as f64, state.smoothed);
         let thresholds = config.thresholds(o.tier);
-        if state.smoothed >= thresholds.flag.max(m.model.meta().threshold) {
+        if state.smoothed >= effective_flag(thresholds, m.model.meta().threshold) {
             state.explanation = explain(m, raw, x, config.explain_top);
         }
         self.metrics.scored.inc();
@@ -864,6 +893,14 @@ impl Detector {
                     columns: (0..N).collect(),
                 }]
             },
+            config
+                .tails
+                .then(|| TailParams {
+                    quantile: config.tail_quantile,
+                    scale: config.tail_scale,
+                    columns: tail_columns(),
+                })
+                .as_ref(),
             &params,
             ThresholdSpec::Contamination(t.contamination),
             now_ms.max(0) as u64,
@@ -919,9 +956,7 @@ fn assess(
     let half_life = config.risk_half_life_ms as f64;
     let risk = state.risk.get(o.now_ms, half_life);
     let mut thresholds = *config.thresholds(o.tier);
-    // Never flag below what the model itself calls anomalous.
-    let cut = m.model.meta().threshold;
-    thresholds.flag = thresholds.flag.max(cut).min(thresholds.throttle);
+    thresholds.flag = effective_flag(&thresholds, m.model.meta().threshold);
     let verdict = risk::decide(risk, &thresholds, config.enforce, &state.explanation);
     let level = match verdict.decision {
         Decision::Flag => 1,
@@ -948,13 +983,20 @@ fn assess(
     }
 }
 
+/// The flag threshold in force: never below what the model itself calls anomalous (its
+/// `cut`), never above the throttle threshold. Scoring explains from here on, and the
+/// verdict flags from here on, so no verdict is without its explanation.
+fn effective_flag(thresholds: &risk::TierThresholds, cut: f64) -> f64 {
+    thresholds.flag.max(cut).min(thresholds.throttle)
+}
+
 /// `group: name=value (share%), ...` for the group that decided the score and the features
 /// that drove it most, raw values shown.
 fn explain(m: &ActiveModel, raw: &[f64; N], x: &[f64; N], top: usize) -> String {
     let Ok((shares, group)) = m.model.explain_row(x) else {
         return String::new();
     };
-    let group = m.model.groups().get(group).map_or("", |g| g.name());
+    let part = m.model.part_name(group);
     let mut order: Vec<usize> = (0..N).filter(|i| shares[*i] > 0.0).collect();
     order.sort_by(|a, b| shares[*b].total_cmp(&shares[*a]));
     let drivers = order
@@ -970,8 +1012,8 @@ fn explain(m: &ActiveModel, raw: &[f64; N], x: &[f64; N], top: usize) -> String 
         })
         .collect::<Vec<_>>()
         .join(", ");
-    if m.model.groups().len() > 1 {
-        format!("{group}: {drivers}")
+    if m.model.groups().len() > 1 || group >= m.model.groups().len() {
+        format!("{part}: {drivers}")
     } else {
         drivers
     }
@@ -1354,7 +1396,7 @@ mod tests {
         let bytes = d.export_state("k").unwrap().unwrap();
         assert_eq!(
             (bytes.len(), crc32fast::hash(&bytes)),
-            (1093, 2_257_688_475),
+            (1126, 634_485_656),
             "key-state snapshot layout changed: bump snapshot::VERSION"
         );
     }

@@ -19,7 +19,7 @@ const BASELINE_TAU_MS: f64 = 7.0 * 86_400_000.0;
 const MAX_ENDPOINTS: usize = 64;
 
 /// Feature names in vector order; [`schema`] hashes them.
-pub const FEATURE_NAMES: [&str; 34] = [
+pub const FEATURE_NAMES: [&str; 36] = [
     "requests_1m",
     "unique_endpoints_1m",
     "interarrival_var_1m",
@@ -52,12 +52,24 @@ pub const FEATURE_NAMES: [&str; 34] = [
     "id_sequential_ratio",
     "id_coverage",
     "id_novelty",
+    "id_enumeration",
     "error_ratio_1h",
     "error_ratio_24h",
+    "denied_ratio_24h",
 ];
+
+/// Error-free pseudo-responses added to the denominator of the response features.
+const RESPONSE_PRIOR: f64 = 5.0;
+/// Pseudo-observations, distributed as the baseline, added to a recent distribution before
+/// it is compared with the baseline.
+const DIVERGENCE_PRIOR: f64 = 10.0;
+/// The number of features.
+pub const N: usize = FEATURE_NAMES.len();
 
 /// Time constants of the response features (`error_ratio_1h`, `error_ratio_24h`).
 const RESPONSE_TAUS: [f64; 2] = [3_600_000.0, 86_400_000.0];
+/// Time constant of `denied_ratio_24h`.
+const DENIED_TAU: f64 = 86_400_000.0;
 
 /// The schema of [`KeyFeatures::vector`].
 pub fn schema() -> Schema {
@@ -227,6 +239,8 @@ pub struct KeyFeatures {
     /// Decayed counts of forwarded responses and of client errors among them, per
     /// [`RESPONSE_TAUS`].
     responses: [(Decayed, Decayed); 2],
+    /// Decayed count (24 h) of denials (403) among them.
+    denied: Decayed,
 }
 
 impl Default for KeyFeatures {
@@ -243,6 +257,7 @@ impl Default for KeyFeatures {
             first_ms: None,
             profile: Profile::default(),
             responses: [(Decayed::default(), Decayed::default()); 2],
+            denied: Decayed::default(),
         }
     }
 }
@@ -269,7 +284,9 @@ impl KeyFeatures {
 
     /// Records the status the backend answered a forwarded request of the key with: a 4xx
     /// other than 429 counts as a client error (a denied object, a missing one, a bad
-    /// request), the signal of reading objects one has no business with.
+    /// request), the signal of reading objects one has no business with; a 403 also counts
+    /// as a denial (the object exists and is not the key's: broken object-level
+    /// authorisation probed).
     pub fn observe_response(&mut self, ts_ms: i64, status: u16) {
         let error = (400..500).contains(&status) && status != 429;
         for ((all, errors), tau) in self.responses.iter_mut().zip(RESPONSE_TAUS) {
@@ -277,6 +294,9 @@ impl KeyFeatures {
             if error {
                 errors.add(ts_ms, tau, 1.0);
             }
+        }
+        if status == 403 {
+            self.denied.add(ts_ms, DENIED_TAU, 1.0);
         }
     }
 
@@ -303,19 +323,33 @@ impl KeyFeatures {
                 .responses
                 .iter()
                 .all(|(all, errors)| all.is_plausible() && errors.is_plausible())
+            && self.denied.is_plausible()
     }
 
     /// The feature vector at `now_ms`, in [`FEATURE_NAMES`] order.
-    pub fn vector(&mut self, now_ms: i64) -> [f64; 34] {
-        let mut v = [0.0; 34];
+    pub fn vector(&mut self, now_ms: i64) -> [f64; N] {
+        let mut v = [0.0; N];
         for (i, (h, w)) in self.windows.iter().enumerate() {
             let age = now_ms - self.first_ms.unwrap_or(now_ms);
             v[i * 7..i * 7 + 7].copy_from_slice(&w.features(now_ms, *h, age));
         }
-        let hourly = self.windows[1].1.distribution(now_ms);
-        v[21] = js_divergence(&hourly, &self.baseline.distribution(now_ms));
-        let recent: Vec<(usize, f64)> = share(&self.hours_recent, now_ms, 86_400_000.0);
+        // Recent shares are shrunk towards the baseline by a few pseudo-requests, so a quiet
+        // hour's handful of requests is not read as a new habit.
+        let (hour_window, baseline) = (&self.windows[1].1, &self.baseline);
+        let base = baseline.distribution(now_ms);
+        let hourly = shrink(
+            &hour_window.distribution(now_ms),
+            &base,
+            hour_window.requests.get(now_ms, hour_window.tau_ms),
+        );
+        v[21] = js_divergence(&hourly, &base);
         let base: Vec<(usize, f64)> = share(&self.hours_baseline, now_ms, BASELINE_TAU_MS);
+        let day: f64 = self
+            .hours_recent
+            .iter()
+            .map(|d| d.get(now_ms, 86_400_000.0))
+            .sum();
+        let recent = shrink(&share(&self.hours_recent, now_ms, 86_400_000.0), &base, day);
         v[22] = js_divergence(&recent, &base);
         // Regular timing (a bot on a timer) has a low coefficient of variation of its gaps.
         let (mean, var) = self.windows[2].1.gap_moments(now_ms);
@@ -325,7 +359,7 @@ impl KeyFeatures {
             0.0
         };
         let p = self.profile.features(now_ms);
-        v[24..32].copy_from_slice(&[
+        v[24..33].copy_from_slice(&[
             p.distinct_ips,
             p.distinct_user_agents,
             p.param_distinct_max,
@@ -334,15 +368,19 @@ impl KeyFeatures {
             p.id_sequential_ratio,
             p.id_coverage,
             p.id_novelty,
+            p.id_enumeration,
         ]);
+        let mut day = RESPONSE_PRIOR;
         for (i, ((all, errors), tau)) in self.responses.iter().zip(RESPONSE_TAUS).enumerate() {
-            let all = all.get(now_ms, tau);
-            v[32 + i] = if all > 0.0 {
-                (errors.get(now_ms, tau) / all).clamp(0.0, 1.0)
-            } else {
-                0.0
-            };
+            let all = all.get(now_ms, tau) + RESPONSE_PRIOR;
+            // Shrunk towards 0 by a few error-free pseudo-responses: one 404 out of two
+            // requests is not a key reading what it has no business with.
+            v[33 + i] = (errors.get(now_ms, tau) / all).clamp(0.0, 1.0);
+            day = all;
         }
+        // Denials over the day only: most keys never see one, and over an hour the odd 403
+        // of a quiet key would read as a habit.
+        v[35] = (self.denied.get(now_ms, DENIED_TAU) / day).clamp(0.0, 1.0);
         v
     }
 }
@@ -358,6 +396,23 @@ fn share(hours: &[Decayed; 24], now: i64, tau: f64) -> Vec<(usize, f64)> {
         .enumerate()
         .map(|(i, c)| (i, c / total))
         .collect()
+}
+
+/// `p`, estimated from `n` observations, shrunk towards `q` by [`DIVERGENCE_PRIOR`]
+/// pseudo-observations: `(n p + k q) / (n + k)`. Empty when `p` is.
+fn shrink<K: PartialEq + Copy>(p: &[(K, f64)], q: &[(K, f64)], n: f64) -> Vec<(K, f64)> {
+    if p.is_empty() || q.is_empty() {
+        return p.to_vec();
+    }
+    let w = n.max(0.0) / (n.max(0.0) + DIVERGENCE_PRIOR);
+    let mut out: Vec<(K, f64)> = p.iter().map(|(k, x)| (*k, w * x)).collect();
+    for (k, x) in q {
+        match out.iter_mut().find(|e| e.0 == *k) {
+            Some(e) => e.1 += (1.0 - w) * x,
+            None => out.push((*k, (1.0 - w) * x)),
+        }
+    }
+    out
 }
 
 /// Jensen-Shannon divergence (base 2, in `[0, 1]`) of two sparse distributions; 0 when either
@@ -499,6 +554,40 @@ mod tests {
     }
 
     #[test]
+    fn response_ratios_count_client_errors_and_denials_shrunk_for_few_answers() {
+        let mut k = KeyFeatures::default();
+        // 100 answers a minute apart: every fifth a 4xx, alternately 403 and 404; a 429 and
+        // a 500 are neither.
+        for i in 0..100 {
+            let status = match i % 10 {
+                0 => 403,
+                5 => 404,
+                3 => 429,
+                7 => 500,
+                _ => 200,
+            };
+            k.observe_response(i * 60_000, status);
+        }
+        let v = k.vector(100 * 60_000);
+        let (e1h, e24h, d24h) = (
+            v[idx("error_ratio_1h")],
+            v[idx("error_ratio_24h")],
+            v[idx("denied_ratio_24h")],
+        );
+        // 20 errors in 105 (5 pseudo-answers) over the day, decay aside.
+        assert!((e24h - 20.0 / 105.0).abs() < 0.02, "{e24h}");
+        assert!((d24h - 10.0 / 105.0).abs() < 0.01, "{d24h}");
+        assert!(e1h > 0.1 && e1h < e24h + 0.05, "{e1h}");
+        // One 404 in two answers is not a 50 % error ratio.
+        let mut quiet = KeyFeatures::default();
+        quiet.observe_response(0, 200);
+        quiet.observe_response(1_000, 404);
+        let v = quiet.vector(2_000);
+        assert!((v[idx("error_ratio_1h")] - 1.0 / 7.0).abs() < 0.01);
+        assert_eq!(v[idx("denied_ratio_24h")], 0.0);
+    }
+
+    #[test]
     fn time_of_day_shift_diverges() {
         let mut k = KeyFeatures::default();
         let hour = 3_600_000;
@@ -517,8 +606,9 @@ mod tests {
             ));
         }
         let night = k.vector(14 * 24 * hour + 4 * hour)[idx("time_of_day_divergence")];
-        // The baseline absorbs part of the new hour too, so the rise is moderate but clear.
-        assert!(calm < 0.01 && night > 0.08, "{calm} -> {night}");
+        // The baseline absorbs part of the new hour too, and the day is shrunk towards the
+        // baseline by a few pseudo-requests, so the rise is moderate but clear.
+        assert!(calm < 0.01 && night > 0.05, "{calm} -> {night}");
     }
 
     #[test]

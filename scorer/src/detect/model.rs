@@ -10,13 +10,25 @@
 //! data land on the means of those figures over all groups, so no group dominates only for
 //! scoring higher on everything. A model with one group scores exactly as its forest.
 //!
+//! # Tails
+//! A forest cannot extrapolate: its cuts are drawn inside the training range, so a vector ten
+//! times beyond the most extreme training row is isolated no sooner than that row, and in a
+//! forest over thirty columns one extreme column is rarely cut on at all. A model may carry
+//! [`Tails`]: for chosen columns, an exponential fitted to the training rows above a high
+//! quantile (peaks over threshold). The evidence of a vector is the largest
+//! `L = -log10 P(X > x)` over those columns, and `L / (L + scale)` competes with the forest's
+//! score; the higher decides. So "one in 10^20" reads as such, however few columns say it.
+//!
+//!
 //! # File format
 //! ```text
 //! magic        8 bytes  "PLSDIFM\0"
-//! version      u32 LE   FORMAT_VERSION (1: one forest over every column; 2: groups)
+//! version      u32 LE   FORMAT_VERSION (1: one forest over every column; 2: groups;
+//!                       3: optional tails)
 //! header len   u32 LE
 //! header       bincode  ModelHeader (schema names and hash, training metadata, threshold;
-//!                       from version 2 also the groups: name, columns, calibration)
+//!                       from version 2 also the groups: name, columns, calibration;
+//!                       from version 3 also the tails, if any)
 //! body len     u64 LE
 //! body         bincode  IsolationForest (version 1) or Vec<IsolationForest>, one per group
 //! checksum     u64 LE   FNV-1a 64 over everything before it
@@ -33,8 +45,11 @@ use super::forest::{ForestError, ForestParams, IsolationForest};
 /// First bytes of every model file.
 pub const MAGIC: [u8; 8] = *b"PLSDIFM\0";
 /// Version of the layout after the magic; bumped on any incompatible change. Version 1
-/// files (one forest) are still read.
-pub const FORMAT_VERSION: u32 = 2;
+/// (one forest) and 2 (groups) files are still read.
+pub const FORMAT_VERSION: u32 = 3;
+/// Smallest tail scale, in feature units: a column whose training tail is flat (every row
+/// above the quantile equal) still needs a finite scale.
+const MIN_TAIL_BETA: f64 = 0.01;
 /// Largest header accepted, against absurd lengths in corrupt files.
 const MAX_HEADER: u32 = 1 << 20;
 
@@ -194,6 +209,136 @@ struct ModelHeaderV2 {
     reference: Calibration,
 }
 
+#[derive(Debug, bincode::Encode, bincode::Decode)]
+struct ModelHeaderV3 {
+    schema_hash: u64,
+    feature_names: Vec<String>,
+    meta: TrainingMeta,
+    groups: Vec<GroupHeader>,
+    reference: Calibration,
+    tails: Option<Tails>,
+}
+
+/// How to fit a model's [`Tails`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TailParams {
+    /// The quantile the fitted tail starts at, in `(0, 1)` (0.9: the top tenth of rows).
+    pub quantile: f64,
+    /// Evidence `L` maps to the score `L / (L + scale)`; `scale > 0`.
+    pub scale: f64,
+    /// Columns of the schema the tails are fitted on.
+    pub columns: Vec<usize>,
+}
+
+/// The upper tails of some columns of the training data: above `u` (the quantile), an
+/// exponential of scale `beta` (from the median excess), so
+/// `P(X > x) = (1 - quantile) exp(-(x - u) / beta)`.
+#[derive(Debug, Clone, PartialEq, bincode::Encode, bincode::Decode)]
+pub struct Tails {
+    quantile: f64,
+    scale: f64,
+    columns: Vec<u32>,
+    u: Vec<f64>,
+    beta: Vec<f64>,
+}
+
+impl Tails {
+    /// Fits the tails of `params.columns` of `data` (columns in range; checked by the caller).
+    fn fit(data: ArrayView2<'_, f64>, params: &TailParams) -> Result<Self, ModelError> {
+        let q = params.quantile;
+        if !(q > 0.0 && q < 1.0 && params.scale > 0.0 && params.scale.is_finite()) {
+            return Err(ModelError::BadThreshold(format!(
+                "tails: quantile must be in (0, 1) and scale > 0, got {q} and {}",
+                params.scale
+            )));
+        }
+        let (mut u, mut beta) = (Vec::new(), Vec::new());
+        for &c in &params.columns {
+            let column: Vec<f64> = data
+                .column(c)
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect();
+            let at = percentile(column.clone(), q);
+            let above: Vec<f64> = column.iter().filter(|v| **v > at).map(|v| v - at).collect();
+            // The median excess of an exponential is beta ln 2. The median, not the mean: a
+            // few rows far out (an attacker already in the training data) barely move it.
+            let beta_hat = if above.is_empty() {
+                0.0
+            } else {
+                percentile(above, 0.5) / std::f64::consts::LN_2
+            };
+            u.push(if at.is_finite() { at } else { 0.0 });
+            beta.push(beta_hat.max(MIN_TAIL_BETA));
+        }
+        Ok(Self {
+            quantile: q,
+            scale: params.scale,
+            columns: params.columns.iter().map(|c| *c as u32).collect(),
+            u,
+            beta,
+        })
+    }
+
+    /// Finite, in range, and as many thresholds and scales as columns.
+    fn validate(&self, n: usize) -> Result<(), ModelError> {
+        let ok = self.quantile > 0.0
+            && self.quantile < 1.0
+            && self.scale > 0.0
+            && self.scale.is_finite()
+            && self.u.len() == self.columns.len()
+            && self.beta.len() == self.columns.len()
+            && self.columns.iter().all(|c| (*c as usize) < n)
+            && self.u.iter().all(|v| v.is_finite())
+            && self
+                .beta
+                .iter()
+                .all(|b| b.is_finite() && *b >= MIN_TAIL_BETA);
+        if ok {
+            Ok(())
+        } else {
+            Err(ModelError::Corrupt("tails out of range".into()))
+        }
+    }
+
+    /// `-log10 P(X > x[c])` for every tail column, 0 where `x[c]` is not above the quantile.
+    fn evidence<'a>(&'a self, x: &'a [f64]) -> impl Iterator<Item = (usize, f64)> + 'a {
+        let base = -(1.0 - self.quantile).log10();
+        self.columns.iter().enumerate().map(move |(i, &c)| {
+            let v = x.get(c as usize).copied().unwrap_or(0.0);
+            let l = if v > self.u[i] {
+                base + (v - self.u[i]) / (self.beta[i] * std::f64::consts::LN_10)
+            } else {
+                0.0
+            };
+            (c as usize, l)
+        })
+    }
+
+    /// The score of `x`'s strongest evidence, `L / (L + scale)`.
+    fn score(&self, x: &[f64]) -> f64 {
+        let l = self.evidence(x).map(|(_, l)| l).fold(0.0, f64::max);
+        l / (l + self.scale)
+    }
+
+    /// The tail columns' shares of `x`'s evidence (in proportion to `L`), in schema order.
+    fn shares(&self, x: &[f64], n: usize) -> Vec<f64> {
+        let mut shares = vec![0.0; n];
+        let mut total = 0.0;
+        for (c, l) in self.evidence(x) {
+            if let Some(s) = shares.get_mut(c) {
+                *s += l;
+                total += l;
+            }
+        }
+        if total > 0.0 {
+            shares.iter_mut().for_each(|s| *s /= total);
+        }
+        shares
+    }
+}
+
 #[derive(Debug, Clone, bincode::Encode, bincode::Decode)]
 struct GroupHeader {
     name: String,
@@ -284,6 +429,7 @@ pub struct Model {
     meta: TrainingMeta,
     groups: Vec<Group>,
     reference: Calibration,
+    tails: Option<Tails>,
 }
 
 /// A score and what drove it.
@@ -338,7 +484,7 @@ impl Model {
         }];
         let rows: Vec<u64> = (0..data.nrows() as u64).collect();
         Self::fit_grouped(
-            schema, data, &rows, &all, params, threshold, now_ms, progress,
+            schema, data, &rows, &all, None, params, threshold, now_ms, progress,
         )
     }
 
@@ -346,14 +492,15 @@ impl Model {
     /// several groups a vector's score is its most anomalous group's, calibrated (see the
     /// module documentation). `owners[i]` names who row `i` describes (an API key's hash, or
     /// the row itself): calibration and the contamination threshold count owners, not rows,
-    /// so a share of *keys* is anomalous however many rows each gave. `progress` sees trees
-    /// over all groups.
+    /// so a share of *keys* is anomalous however many rows each gave. With `tails`, the model
+    /// also carries [`Tails`] fitted on `data`. `progress` sees trees over all groups.
     #[allow(clippy::too_many_arguments)]
     pub fn fit_grouped(
         schema: Schema,
         data: ArrayView2<'_, f64>,
         owners: &[u64],
         groups: &[GroupSpec],
+        tails: Option<&TailParams>,
         params: &ForestParams,
         threshold: ThresholdSpec,
         now_ms: u64,
@@ -384,6 +531,18 @@ impl Model {
         let tail = match threshold {
             ThresholdSpec::Contamination(c) => c,
             ThresholdSpec::Cut(_) => 0.01,
+        };
+        let tails = match tails {
+            Some(t) => {
+                if let Some(c) = t.columns.iter().find(|c| **c >= schema.len()) {
+                    return Err(ModelError::BadGroups(format!(
+                        "tail column {c}, the schema has {}",
+                        schema.len()
+                    )));
+                }
+                Some(Tails::fit(data, t)?)
+            }
+            None => None,
         };
         let total = groups.len() * params.trees;
         let mut fitted = Vec::with_capacity(groups.len());
@@ -425,12 +584,17 @@ impl Model {
             },
             groups: fitted,
             reference,
+            tails,
         };
         match threshold {
             ThresholdSpec::Cut(t) => model.meta.threshold = t,
             ThresholdSpec::Contamination(c) => {
-                let scores = model.combined_batch(data)?;
-                model.meta.threshold = percentile(owner_peaks(&scores.to_vec(), owners), 1.0 - c);
+                // Over the forests' scores: the tails' are probabilities already, and keys
+                // far out in the training data would otherwise lift the cut above themselves.
+                let tails = model.tails.take();
+                let scores = model.combined_batch(data);
+                model.tails = tails;
+                model.meta.threshold = percentile(owner_peaks(&scores?.to_vec(), owners), 1.0 - c);
                 model.meta.contamination = Some(c);
             }
         }
@@ -452,6 +616,16 @@ impl Model {
         &self.groups
     }
 
+    /// The tails, if the model carries them.
+    pub fn tails(&self) -> Option<&Tails> {
+        self.tails.as_ref()
+    }
+
+    /// What index `i` of [`Model::score_row`] names: a group's name, or `tail` for the tails.
+    pub fn part_name(&self, i: usize) -> &str {
+        self.groups.get(i).map_or("tail", |g| g.name())
+    }
+
     /// Scores a vector of `schema`.
     pub fn score(&self, schema: &Schema, x: &[f64]) -> Result<f64, ModelError> {
         self.check_schema(schema)?;
@@ -467,15 +641,22 @@ impl Model {
                 found: x.len(),
             });
         }
-        if let [only] = self.groups.as_slice() {
-            return Ok((only.forest.score(&gather(x, &only.columns))?, 0));
-        }
         let mut best = (f64::NEG_INFINITY, 0);
-        for (i, g) in self.groups.iter().enumerate() {
-            let s = g.forest.score(&gather(x, &g.columns))?;
-            let s = g.calibration.map(&self.reference, s);
+        if let [only] = self.groups.as_slice() {
+            best = (only.forest.score(&gather(x, &only.columns))?, 0);
+        } else {
+            for (i, g) in self.groups.iter().enumerate() {
+                let s = g.forest.score(&gather(x, &g.columns))?;
+                let s = g.calibration.map(&self.reference, s);
+                if s > best.0 {
+                    best = (s, i);
+                }
+            }
+        }
+        if let Some(t) = &self.tails {
+            let s = t.score(x);
             if s > best.0 {
-                best = (s, i);
+                best = (s, self.groups.len());
             }
         }
         Ok(best)
@@ -486,6 +667,9 @@ impl Model {
     /// model's schema, as for [`Model::score_row`].
     pub fn explain_row(&self, x: &[f64]) -> Result<(Vec<f64>, usize), ForestError> {
         let (_, group) = self.score_row(x)?;
+        if let (Some(t), true) = (&self.tails, group == self.groups.len()) {
+            return Ok((t.shares(x, self.schema.len()), group));
+        }
         let mut shares = vec![0.0; self.schema.len()];
         if let Some(g) = self.groups.get(group) {
             for (share, &c) in g
@@ -561,22 +745,30 @@ impl Model {
             }
             .into());
         }
-        if let [only] = self.groups.as_slice()
+        let mut best = if let [only] = self.groups.as_slice()
             && only.columns.iter().copied().eq(0..data.ncols())
         {
-            return Ok(score(&only.forest, data)?);
-        }
-        let mut best = Array1::from_elem(data.nrows(), f64::NEG_INFINITY);
-        let single = self.groups.len() == 1;
-        for g in &self.groups {
-            let scores = score(&g.forest, data.select(Axis(1), &g.columns).view())?;
-            for (b, s) in best.iter_mut().zip(scores) {
-                let s = if single {
-                    s
-                } else {
-                    g.calibration.map(&self.reference, s)
-                };
-                *b = b.max(s);
+            score(&only.forest, data)?
+        } else {
+            let mut best = Array1::from_elem(data.nrows(), f64::NEG_INFINITY);
+            let single = self.groups.len() == 1;
+            for g in &self.groups {
+                let scores = score(&g.forest, data.select(Axis(1), &g.columns).view())?;
+                for (b, s) in best.iter_mut().zip(scores) {
+                    let s = if single {
+                        s
+                    } else {
+                        g.calibration.map(&self.reference, s)
+                    };
+                    *b = b.max(s);
+                }
+            }
+            best
+        };
+        if let Some(t) = &self.tails {
+            for (b, row) in best.iter_mut().zip(data.rows()) {
+                let row: Vec<f64> = row.iter().copied().collect();
+                *b = b.max(t.score(&row));
             }
         }
         Ok(best)
@@ -597,7 +789,7 @@ impl Model {
     /// The model as file bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         let config = bincode::config::standard();
-        let header = ModelHeaderV2 {
+        let header = ModelHeaderV3 {
             schema_hash: self.schema.hash,
             feature_names: self.schema.names.clone(),
             meta: self.meta.clone(),
@@ -611,6 +803,7 @@ impl Model {
                 })
                 .collect(),
             reference: self.reference,
+            tails: self.tails.clone(),
         };
         let header = bincode::encode_to_vec(&header, config)
             .map_err(|e| ModelError::Corrupt(format!("encoding the header: {e}")))?;
@@ -711,11 +904,15 @@ impl Model {
                 forest,
             });
         }
+        if let Some(t) = &header.tails {
+            t.validate(schema.len())?;
+        }
         Ok(Self {
             schema,
             meta: header.meta,
             groups,
             reference: header.reference,
+            tails: header.tails,
         })
     }
 
@@ -743,12 +940,12 @@ impl Model {
     }
 }
 
-/// The header and forests of a version 1 or 2 file.
+/// The header and forests of a version 1, 2 or 3 file.
 fn decode(
     version: u32,
     header: &[u8],
     body: &[u8],
-) -> Result<(ModelHeaderV2, Vec<IsolationForest>), ModelError> {
+) -> Result<(ModelHeaderV3, Vec<IsolationForest>), ModelError> {
     let config = bincode::config::standard();
     let corrupt = |what: &str| {
         let what = what.to_owned();
@@ -764,7 +961,7 @@ fn decode(
             median: 0.5,
             cut: h.meta.threshold,
         };
-        let header = ModelHeaderV2 {
+        let header = ModelHeaderV3 {
             groups: vec![GroupHeader {
                 name: "all".into(),
                 columns: (0..h.feature_names.len() as u32).collect(),
@@ -774,11 +971,26 @@ fn decode(
             feature_names: h.feature_names,
             meta: h.meta,
             reference: identity,
+            tails: None,
         };
         return Ok((header, vec![forest]));
     }
-    let (h, _): (ModelHeaderV2, _) =
-        bincode::decode_from_slice(header, config).map_err(corrupt("header"))?;
+    let h = if version == 2 {
+        let (h, _): (ModelHeaderV2, _) =
+            bincode::decode_from_slice(header, config).map_err(corrupt("header"))?;
+        ModelHeaderV3 {
+            schema_hash: h.schema_hash,
+            feature_names: h.feature_names,
+            meta: h.meta,
+            groups: h.groups,
+            reference: h.reference,
+            tails: None,
+        }
+    } else {
+        let (h, _): (ModelHeaderV3, _) =
+            bincode::decode_from_slice(header, config).map_err(corrupt("header"))?;
+        h
+    };
     let (forests, _): (Vec<IsolationForest>, _) =
         bincode::decode_from_slice(body, config).map_err(corrupt("forests"))?;
     Ok((h, forests))
@@ -1059,6 +1271,7 @@ mod tests {
             data.view(),
             &rows,
             &groups,
+            None,
             &p,
             ThresholdSpec::Contamination(0.01),
             0,
@@ -1118,6 +1331,162 @@ mod tests {
         }
     }
 
+    fn with_tails(seed: u64) -> (Model, Array2<f64>) {
+        let (schema, _) = wide();
+        let data = correlated(1000);
+        let all = [GroupSpec {
+            name: "all".into(),
+            columns: (0..20).collect(),
+        }];
+        let rows: Vec<u64> = (0..1000).collect();
+        let tails = TailParams {
+            quantile: 0.9,
+            scale: 2.6,
+            columns: (0..20).collect(),
+        };
+        let m = Model::fit_grouped(
+            schema,
+            data.view(),
+            &rows,
+            &all,
+            Some(&tails),
+            &ForestParams {
+                trees: 100,
+                sample_size: 256,
+                seed,
+            },
+            ThresholdSpec::Contamination(0.01),
+            0,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        (m, data)
+    }
+
+    #[test]
+    fn tails_see_one_column_far_beyond_the_training_range() {
+        let (m, data) = with_tails(3);
+        let (schema, _) = wide();
+        // Uniform in [0, 1) in the noise columns: 3.0 is far beyond any training row.
+        let mut far = vec![0.5; 20];
+        far[7] = 3.0;
+        let s = m.score_explained(&schema, &far).unwrap();
+        assert!(s.anomalous, "{} <= {}", s.score, m.meta().threshold);
+        assert!(s.score > 0.85, "{}", s.score);
+        assert_eq!(s.drivers[0].feature, "f7");
+        let (_, part) = m.explain_row(&far).unwrap();
+        assert_eq!(m.part_name(part), "tail");
+        // The forest alone scores it as it scores the most extreme training rows.
+        let forest_only = Model::fit(
+            schema.clone(),
+            data.view(),
+            &ForestParams {
+                trees: 100,
+                sample_size: 256,
+                seed: 3,
+            },
+            ThresholdSpec::Contamination(0.01),
+            0,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let mut edge = far.clone();
+        edge[7] = 1.0;
+        let (a, b) = (
+            forest_only.score(&schema, &far).unwrap(),
+            forest_only.score(&schema, &edge).unwrap(),
+        );
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        // An ordinary vector is decided by the forest, and about the contamination share of
+        // the training rows is still flagged.
+        let (_, part) = m.explain_row(&[0.5; 20]).unwrap();
+        assert_eq!(m.part_name(part), "all");
+        let flagged = m
+            .score_batch(&schema, data.view())
+            .unwrap()
+            .iter()
+            .filter(|s| **s > m.meta().threshold)
+            .count();
+        assert!((5..=15).contains(&flagged), "{flagged}");
+    }
+
+    #[test]
+    fn tails_round_trip_and_bad_ones_are_refused() {
+        let (m, data) = with_tails(4);
+        let (schema, _) = wide();
+        let back = Model::from_bytes(&m.to_bytes().unwrap()).unwrap();
+        assert_eq!(back, m);
+        let batch = back.score_batch(&schema, data.view()).unwrap();
+        for (row, b) in data.rows().into_iter().zip(&batch).take(100) {
+            assert_eq!(back.score(&schema, row.as_slice().unwrap()).unwrap(), *b);
+        }
+        let mut bad = m.clone();
+        if let Some(t) = bad.tails.as_mut() {
+            t.beta[0] = f64::NAN;
+        }
+        let err = Model::from_bytes(&bad.to_bytes().unwrap()).unwrap_err();
+        assert!(matches!(err, ModelError::Corrupt(_)), "{err}");
+        let (schema, groups) = wide();
+        let err = Model::fit_grouped(
+            schema,
+            data.view(),
+            &(0..1000).collect::<Vec<u64>>(),
+            &groups,
+            Some(&TailParams {
+                quantile: 1.0,
+                scale: 2.6,
+                columns: vec![0],
+            }),
+            &ForestParams::default(),
+            ThresholdSpec::Cut(0.6),
+            0,
+            &mut |_, _| {},
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("quantile"), "{err}");
+    }
+
+    #[test]
+    fn version_2_files_still_load() {
+        let (m, data) = grouped(5);
+        let config = bincode::config::standard();
+        let header = bincode::encode_to_vec(
+            ModelHeaderV2 {
+                schema_hash: m.schema.hash,
+                feature_names: m.schema.names.clone(),
+                meta: m.meta.clone(),
+                groups: m
+                    .groups
+                    .iter()
+                    .map(|g| GroupHeader {
+                        name: g.name.clone(),
+                        columns: g.columns.iter().map(|c| *c as u32).collect(),
+                        calibration: g.calibration,
+                    })
+                    .collect(),
+                reference: m.reference,
+            },
+            config,
+        )
+        .unwrap();
+        let forests: Vec<&IsolationForest> = m.groups.iter().map(|g| &g.forest).collect();
+        let body = bincode::encode_to_vec(&forests, config).unwrap();
+        let mut v2 = MAGIC.to_vec();
+        v2.extend_from_slice(&2u32.to_le_bytes());
+        v2.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        v2.extend_from_slice(&header);
+        v2.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        v2.extend_from_slice(&body);
+        v2.extend_from_slice(&fnv1a(&v2).to_le_bytes());
+        let old = Model::from_bytes(&v2).unwrap();
+        assert_eq!(old, m);
+        let (schema, _) = wide();
+        assert_eq!(
+            old.score_batch(&schema, data.view()).unwrap(),
+            m.score_batch(&schema, data.view()).unwrap()
+        );
+    }
+
     #[test]
     fn version_1_files_still_load() {
         let (m, data) = model(9);
@@ -1166,6 +1535,7 @@ mod tests {
                 data.view(),
                 &[0; 8],
                 &groups,
+                None,
                 &ForestParams::default(),
                 ThresholdSpec::Cut(0.6),
                 0,

@@ -99,8 +99,10 @@ struct IdStats {
     min: u64,
     max: u64,
     last: Option<u64>,
-    steps: u64,
-    sequential: u64,
+    /// Decayed counts (24 h) of consecutive pairs and of those one ID apart: the recent
+    /// share, so a key that starts enumerating shows it within the day.
+    steps: Decayed,
+    sequential: Decayed,
 }
 
 impl IdStats {
@@ -114,9 +116,9 @@ impl IdStats {
         self.min = self.min.min(id);
         self.max = self.max.max(id);
         if let Some(last) = self.last {
-            self.steps += 1;
+            self.steps.add(now_ms, WEIGHT_TAU_MS, 1.0);
             if id.abs_diff(last) == 1 {
-                self.sequential += 1;
+                self.sequential.add(now_ms, WEIGHT_TAU_MS, 1.0);
             }
         }
         self.last = Some(id);
@@ -126,8 +128,8 @@ impl IdStats {
         self.weight.is_plausible()
             && self.distinct.is_plausible()
             && self.min <= self.max
-            && self.sequential <= self.steps
-            && self.steps < 1 << 62
+            && self.steps.is_plausible()
+            && self.sequential.is_plausible()
     }
 
     fn spread(&self) -> f64 {
@@ -139,11 +141,12 @@ impl IdStats {
         (self.distinct.count() / (self.spread() + 1.0)).clamp(0.0, 1.0)
     }
 
-    fn sequential_ratio(&self) -> f64 {
-        if self.steps == 0 {
+    fn sequential_ratio(&self, now_ms: i64) -> f64 {
+        let steps = self.steps.get(now_ms, WEIGHT_TAU_MS);
+        if steps < 1e-9 {
             0.0
         } else {
-            self.sequential as f64 / self.steps as f64
+            (self.sequential.get(now_ms, WEIGHT_TAU_MS) / steps).clamp(0.0, 1.0)
         }
     }
 }
@@ -187,6 +190,10 @@ pub struct ProfileFeatures {
     pub id_coverage: f64,
     /// Share of today's distinct IDs on that route not seen yesterday.
     pub id_novelty: f64,
+    /// Its distinct IDs times its sequential share: about how many objects were reached by
+    /// walking the ID space one by one. Paging through a list reaches a few dozen; an
+    /// enumeration reaches everything it reads.
+    pub id_enumeration: f64,
 }
 
 impl Profile {
@@ -257,9 +264,10 @@ impl Profile {
         if let Some((distinct, s)) = widest {
             f.ids_distinct_max = distinct;
             f.id_spread = s.spread();
-            f.id_sequential_ratio = s.sequential_ratio();
+            f.id_sequential_ratio = s.sequential_ratio(now_ms);
             f.id_coverage = s.coverage();
             f.id_novelty = s.distinct.novelty();
+            f.id_enumeration = distinct * f.id_sequential_ratio;
         }
         f
     }
@@ -297,6 +305,7 @@ mod tests {
         let f = scraper.features(500 * 60_000);
         assert!(f.id_sequential_ratio > 0.99, "{f:?}");
         assert!(f.id_coverage > 0.7, "{f:?}");
+        assert!(f.id_enumeration > 0.9 * f.ids_distinct_max, "{f:?}");
         assert_eq!(f.id_spread, 499.0);
         assert!((f.ids_distinct_max - 500.0).abs() < 100.0, "{f:?}");
 
@@ -311,8 +320,53 @@ mod tests {
         }
         let f = user.features(500 * 60_000);
         assert_eq!(f.id_sequential_ratio, 0.0);
+        assert_eq!(f.id_enumeration, 0.0);
         assert!(f.id_coverage < 0.01, "{f:?}");
         assert!(f.ids_distinct_max < 4.0, "{f:?}");
+    }
+
+    #[test]
+    fn paging_is_sequential_but_enumerates_little() {
+        let mut p = Profile::default();
+        // Forty sessions paging through the same 20 pages of a list.
+        for session in 0..40 {
+            for page in 1..=20 {
+                let t = session * 3_600_000 + page * 1_000;
+                let page = page.to_string();
+                p.observe(
+                    t,
+                    &Route::parse("/api/items"),
+                    &[("page", &page)],
+                    "ip",
+                    "ua",
+                );
+            }
+        }
+        let f = p.features(40 * 3_600_000);
+        assert!(f.id_sequential_ratio > 0.9, "{f:?}");
+        assert!(f.id_enumeration < 25.0, "{f:?}");
+    }
+
+    #[test]
+    fn the_sequential_share_is_recent() {
+        let mut p = Profile::default();
+        // A day of revisits, then a day of enumeration: the share follows the second day.
+        for i in 0..500 {
+            visit(
+                &mut p,
+                i * 60_000,
+                &format!("/api/users/{}", [17, 4242, 90_000][i as usize % 3]),
+            );
+        }
+        for i in 0..500 {
+            visit(
+                &mut p,
+                DAY_MS + i * 60_000,
+                &format!("/api/users/{}", 1_000 + i),
+            );
+        }
+        let f = p.features(DAY_MS + 500 * 60_000);
+        assert!(f.id_sequential_ratio > 0.6, "{f:?}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use bincode::{Decode, Encode};
 
 /// Bumped whenever an encoded type changes shape (the `layout_is_pinned` test in
 /// `detector.rs` fails when one does).
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Largest snapshot written or read. A key's state is bounded by its sketches' caps (about
 /// 40 KiB in memory at the very most); encoded, with sparse HyperLogLogs, a typical key takes a
