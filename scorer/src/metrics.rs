@@ -81,6 +81,9 @@ pub struct Metrics {
     pub detect: crate::detect::DetectMetrics,
     /// `palisade_detect_state_*`: key state in Redis.
     pub detect_state: crate::detect::state::StateMetrics,
+    /// `palisade_detect_samples_*`, `palisade_detect_training_source_*`: training vectors in
+    /// Postgres.
+    pub detect_samples: crate::detect::samples::SampleMetrics,
     /// `palisade_alerts_*`.
     pub alerts: crate::alerts::AlertMetrics,
 }
@@ -165,6 +168,7 @@ impl Metrics {
         let events = crate::events::EventMetrics::register(&mut registry);
         let detect = crate::detect::DetectMetrics::register(&mut registry);
         let detect_state = crate::detect::state::StateMetrics::register(&mut registry);
+        let detect_samples = crate::detect::samples::SampleMetrics::register(&mut registry);
         let alerts = crate::alerts::AlertMetrics::register(&mut registry);
         Self {
             registry,
@@ -183,6 +187,7 @@ impl Metrics {
             events,
             detect,
             detect_state,
+            detect_samples,
             alerts,
         }
     }

@@ -22,6 +22,7 @@ use crate::{
     detect::{
         ActiveModel, Detector, StateBackend,
         detector::{ModelSink, model_schema},
+        samples::SampleStore,
         state::StateStore,
         store::{ModelStore, Status},
     },
@@ -77,6 +78,19 @@ pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> Result<Engine, Se
         if let Some(state) = &state {
             detector = detector.with_state_sink(state.sink());
         }
+        if let Some(db) = detect_db(config)? {
+            let store = SampleStore::new(
+                db.pool().clone(),
+                model_schema().hash(),
+                model_schema().len(),
+            );
+            let queue = store.start_writer(
+                config.detect.training.reservoir,
+                metrics.detect_samples.clone(),
+            );
+            detector = detector.with_samples(store, queue, metrics.detect_samples.clone());
+            tracing::info!("training vectors in postgres");
+        }
         let detector = match model_store(config)? {
             Some((store, db)) => {
                 let detector = Arc::new(detector.with_sink(persist_to(store.clone())));
@@ -118,6 +132,20 @@ fn key_state(config: &Config, metrics: &Metrics) -> Result<Option<Arc<StateStore
     );
     tracing::info!("per-key detection state in redis");
     Ok(Some(state))
+}
+
+/// The Postgres detection keeps its training vectors in: the event store's database, when
+/// `events.database_url` is set.
+fn detect_db(config: &Config) -> Result<Option<EventStore>, ServeError> {
+    if config.events.database_url.is_empty() {
+        return Ok(None);
+    }
+    EventStore::connect_lazy(
+        config.events.database_url.expose(),
+        Duration::from_millis(config.events.connect_timeout_ms),
+    )
+    .map(Some)
+    .map_err(|e| ServeError::Models(e.to_string()))
 }
 
 /// Where trained models are kept: `detect.model_dir`, else Postgres when events go there,

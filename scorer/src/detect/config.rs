@@ -146,6 +146,10 @@ pub struct TrainingConfig {
     /// share of its training vectors scores anomalous under the model in use: a baseline
     /// moving that far is as likely slow poisoning as a change of habits.
     pub max_drift: f64,
+    /// With `events.database_url` set, training vectors are also written to Postgres
+    /// (`palisade_training_samples`) and fits read a uniform sample of this many ms of them
+    /// (every scorer's), falling back to the reservoir; older ones are deleted after a fit.
+    pub window_ms: u64,
 }
 
 impl Default for TrainingConfig {
@@ -162,6 +166,7 @@ impl Default for TrainingConfig {
             contamination: 0.01,
             seed: 1,
             max_drift: 0.1,
+            window_ms: 7 * 86_400_000,
         }
     }
 }
@@ -195,6 +200,7 @@ impl DetectConfig {
             ("idle_ms", self.idle_ms),
             ("training.interval_ms", self.training.interval_ms),
             ("training.trees", self.training.trees as u64),
+            ("training.window_ms", self.training.window_ms),
         ] {
             if v == 0 {
                 p.push(format!("detect.{key}: must be > 0"));

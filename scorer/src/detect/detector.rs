@@ -43,6 +43,7 @@ use super::{
     forest::ForestParams,
     model::{GroupSpec, Model, ModelError, Schema, TailParams, ThresholdSpec},
     risk::{self, ModelVerdict, Risk},
+    samples::{Sample, SampleMetrics, SampleQueue, SampleStore},
     sketch::plausible_ms,
     snapshot::{self, SnapshotError},
 };
@@ -507,6 +508,7 @@ pub struct Detector {
     metrics: DetectMetrics,
     sink: Option<ModelSink>,
     state_sink: Option<StateSink>,
+    samples: Option<(SampleStore, SampleQueue, SampleMetrics)>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -542,7 +544,20 @@ impl Detector {
             metrics,
             sink: None,
             state_sink: None,
+            samples: None,
         }
+    }
+
+    /// Writes training vectors to `store` through `queue` as well as to the reservoir, and
+    /// fits on a sample of the store's (falling back to the reservoir).
+    pub fn with_samples(
+        mut self,
+        store: SampleStore,
+        queue: SampleQueue,
+        metrics: SampleMetrics,
+    ) -> Self {
+        self.samples = Some((store, queue, metrics));
+        self
     }
 
     /// Calls `sink` with a key's encoded state each time the key is scored.
@@ -827,6 +842,13 @@ impl Detector {
                 }
             }
             self.metrics.reservoir.set(tr.vectors.len() as i64);
+            if let Some((_, queue, _)) = &self.samples {
+                queue.push(Sample {
+                    owner,
+                    at_ms: now,
+                    vector: x.to_vec(),
+                });
+            }
             // The first fit waits until the sample spans a whole daily cycle (by default):
             // a baseline of one night's traffic calls every morning anomalous.
             let first = t.interval_ms.max(t.min_history_ms);
@@ -843,36 +865,93 @@ impl Detector {
             return;
         };
         let this = Arc::clone(self);
-        runtime.spawn_blocking(move || {
-            match this.retrain(now) {
-                Ok(r) => tracing::info!(?r, "detection model retrained"),
-                Err(e) => tracing::error!("detection model retrain failed: {e}"),
+        runtime.spawn(async move {
+            let stored = this.stored_training(now).await;
+            let fit = Arc::clone(&this);
+            let done = tokio::task::spawn_blocking(move || fit.retrain_with(now, stored)).await;
+            match done {
+                Ok(Ok(r)) => tracing::info!(?r, "detection model retrained"),
+                Ok(Err(e)) => tracing::error!("detection model retrain failed: {e}"),
+                Err(e) => tracing::error!("detection model retrain did not finish: {e}"),
             }
             this.fitting.store(false, Ordering::Release);
         });
     }
 
+    /// A uniform sample of the stored training vectors of the last `training.window_ms`, at
+    /// most `training.reservoir` of them, when a store is configured and answers; older ones
+    /// are deleted. `None` (the reservoir is used) without a store or when it fails.
+    pub async fn stored_training(&self, now_ms: i64) -> Option<Vec<Sample>> {
+        let (store, _, metrics) = self.samples.as_ref()?;
+        let t = &self.config.load().training;
+        let since = now_ms.saturating_sub(t.window_ms as i64);
+        match store.sample(since, t.reservoir).await {
+            Ok(rows) => {
+                if let Err(e) = store.prune(since).await {
+                    tracing::warn!("old training vectors not deleted: {e}");
+                }
+                Some(rows)
+            }
+            Err(e) => {
+                tracing::warn!("training vectors not read from postgres, using the reservoir: {e}");
+                metrics.samples("read_failed", 1);
+                None
+            }
+        }
+    }
+
     /// Fits a model on the reservoir now (blocking: call it off the request path), runs the
     /// drift gate and adopts or holds the result. `now_ms` is the engine clock.
     pub fn retrain(&self, now_ms: i64) -> Result<Retrained, ModelError> {
+        self.retrain_with(now_ms, None)
+    }
+
+    /// [`Detector::retrain`] on `stored` vectors (from [`Detector::stored_training`]) when
+    /// there are at least `training.min_samples` of them, else on the reservoir.
+    pub fn retrain_with(
+        &self,
+        now_ms: i64,
+        stored: Option<Vec<Sample>>,
+    ) -> Result<Retrained, ModelError> {
         let config = self.config.load_full();
         let t = &config.training;
+        let need = t.min_samples.max(2);
+        let stored = stored.filter(|rows| rows.len() >= need);
+        if let Some((_, _, metrics)) = &self.samples {
+            metrics.source(if stored.is_some() {
+                "postgres"
+            } else {
+                "reservoir"
+            });
+        }
         let (data, owners, seed) = {
             let mut tr = self.training.lock();
             tr.next_fit_ms = Some(now_ms + t.interval_ms as i64);
-            if tr.vectors.len() < t.min_samples.max(2) {
-                return Ok(Retrained::NotEnoughData {
-                    have: tr.vectors.len(),
-                    need: t.min_samples.max(2),
-                });
-            }
-            let rows = tr.vectors.len();
-            let flat: Vec<f64> = tr.vectors.iter().flatten().copied().collect();
+            let (rows, flat, owners): (usize, Vec<f64>, Vec<u64>) = match &stored {
+                Some(rows) => (
+                    rows.len(),
+                    rows.iter().flat_map(|s| s.vector.iter().copied()).collect(),
+                    rows.iter().map(|s| s.owner).collect(),
+                ),
+                None => {
+                    if tr.vectors.len() < need {
+                        return Ok(Retrained::NotEnoughData {
+                            have: tr.vectors.len(),
+                            need,
+                        });
+                    }
+                    (
+                        tr.vectors.len(),
+                        tr.vectors.iter().flatten().copied().collect(),
+                        tr.owners.clone(),
+                    )
+                }
+            };
             tr.fits += 1;
             (
                 Array2::from_shape_vec((rows, N), flat)
                     .map_err(|e| ModelError::BadThreshold(format!("training data: {e}")))?,
-                tr.owners.clone(),
+                owners,
                 t.seed.wrapping_add(tr.fits - 1),
             )
         };

@@ -27,6 +27,7 @@ pub mod forest;
 pub mod model;
 pub mod profile;
 pub mod risk;
+pub mod samples;
 pub mod sketch;
 pub mod snapshot;
 pub mod state;
