@@ -55,9 +55,11 @@ async fn vectors_round_trip_by_schema_and_window_and_old_ones_are_pruned(pool: P
 }
 
 fn config() -> DetectConfig {
-    let mut c = DetectConfig::default();
-    c.min_requests = 1;
-    c.score_every = 1;
+    let mut c = DetectConfig {
+        min_requests: 1,
+        score_every: 1,
+        ..DetectConfig::default()
+    };
     c.training.min_key_age_ms = 0;
     c.training.sample_interval_ms = 0;
     c.training.min_samples = 32;
