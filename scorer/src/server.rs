@@ -78,7 +78,8 @@ pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> Result<Engine, Se
         if let Some(state) = &state {
             detector = detector.with_state_sink(state.sink());
         }
-        if let Some(db) = detect_db(config)? {
+        let db = detect_db(config)?;
+        if let Some(db) = &db {
             let store = SampleStore::new(
                 db.pool().clone(),
                 model_schema().hash(),
@@ -91,7 +92,7 @@ pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> Result<Engine, Se
             detector = detector.with_samples(store, queue, metrics.detect_samples.clone());
             tracing::info!("training vectors in postgres");
         }
-        let detector = match model_store(config)? {
+        let detector = match model_store(config, db) {
             Some((store, db)) => {
                 let detector = Arc::new(detector.with_sink(persist_to(store.clone())));
                 load_active_model(&detector, store, db);
@@ -134,8 +135,8 @@ fn key_state(config: &Config, metrics: &Metrics) -> Result<Option<Arc<StateStore
     Ok(Some(state))
 }
 
-/// The Postgres detection keeps its training vectors in: the event store's database, when
-/// `events.database_url` is set.
+/// The Postgres detection keeps its models (without `detect.model_dir`) and training vectors
+/// in: the event store's database, when `events.database_url` is set. One lazy pool for both.
 fn detect_db(config: &Config) -> Result<Option<EventStore>, ServeError> {
     if config.events.database_url.is_empty() {
         return Ok(None);
@@ -148,26 +149,23 @@ fn detect_db(config: &Config) -> Result<Option<EventStore>, ServeError> {
     .map_err(|e| ServeError::Models(e.to_string()))
 }
 
-/// Where trained models are kept: `detect.model_dir`, else Postgres when events go there,
-/// else nowhere (memory only).
-fn model_store(config: &Config) -> Result<Option<(ModelStore, Option<EventStore>)>, ServeError> {
+/// Where trained models are kept: `detect.model_dir`, else Postgres (`db`, from
+/// [`detect_db`]) when events go there, else nowhere (memory only).
+fn model_store(
+    config: &Config,
+    db: Option<EventStore>,
+) -> Option<(ModelStore, Option<EventStore>)> {
     let d = &config.detect;
     let (store, db) = if let Some(dir) = &d.model_dir {
         (ModelStore::file(dir, d.models_kept), None)
-    } else if !config.events.database_url.is_empty() {
-        let db = EventStore::connect_lazy(
-            config.events.database_url.expose(),
-            Duration::from_millis(config.events.connect_timeout_ms),
-        )
-        .map_err(|e| ServeError::Models(e.to_string()))?;
+    } else {
+        let db = db?;
         (
             ModelStore::postgres(db.pool().clone(), d.models_kept),
             Some(db),
         )
-    } else {
-        return Ok(None);
     };
-    Ok(Some((store.expecting(model_schema()), db)))
+    Some((store.expecting(model_schema()), db))
 }
 
 /// Saves every retrained model: adopted as the active one, held for audit.

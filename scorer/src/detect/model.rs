@@ -767,8 +767,11 @@ impl Model {
         };
         if let Some(t) = &self.tails {
             for (b, row) in best.iter_mut().zip(data.rows()) {
-                let row: Vec<f64> = row.iter().copied().collect();
-                *b = b.max(t.score(&row));
+                let s = match row.as_slice() {
+                    Some(x) => t.score(x),
+                    None => t.score(&row.to_vec()),
+                };
+                *b = b.max(s);
             }
         }
         Ok(best)
