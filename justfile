@@ -164,6 +164,7 @@ bench: setup build-wasm
     PALISADE_ENVOY_BIN="{{envoy}}" PALISADE_WASM="{{wasm}}" cargo run --release -p palisade-e2e --bin palisade-bench -- gateway
     cargo run --release -p palisade-e2e --bin palisade-bench -- events
     just bench-redis
+    just bench-layout
     just bench-detect
 
 # Rate limiting with Redis: Check RPC throughput/latency, round trips per Check, log vs counter.
@@ -179,6 +180,18 @@ bench-redis:
     bench="cargo run --release -p palisade-e2e --bin palisade-bench --"
     $bench check --redis "redis://127.0.0.1:$port" --rate 5000 --seconds 10 --callers 64
     $bench limiter-algorithms --redis "redis://127.0.0.1:$port" --seconds 5
+
+# Detection state in Redis: Redis CPU per Check of the snapshot layout vs native structures
+# (HyperLogLogs, hashes, sorted sets in the limiter script), on a private redis-server.
+bench-layout:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+    pid=$!
+    trap 'kill -KILL $pid 2>/dev/null || true' EXIT
+    for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    python3 "{{root}}/bench/redis_layout.py" --port "$port"
 
 # Isolation Forest figures beside scikit-learn's, same data, same machine (docs/performance.md).
 bench-detect:
