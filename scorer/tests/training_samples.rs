@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use palisade_scorer::detect::{
     DetectConfig, DetectMetrics, Detector,
-    detector::{Observation, Retrained, model_schema},
+    detector::{Observation, RetrainLabels, Retrained, model_schema},
     features::Outcome,
     samples::{Sample, SampleMetrics, SampleStore},
 };
@@ -84,16 +84,55 @@ fn observe(d: &Arc<Detector>, key: &str, now_ms: i64) {
 }
 
 fn detector(pool: &PgPool, metrics: &SampleMetrics) -> Arc<Detector> {
+    detector_with(pool, metrics, DetectMetrics::default())
+}
+
+fn detector_with(pool: &PgPool, metrics: &SampleMetrics, detect: DetectMetrics) -> Arc<Detector> {
     let schema = model_schema();
     let store = SampleStore::new(pool.clone(), schema.hash(), schema.len());
     let queue = store.start_writer(1024, metrics.clone());
-    Arc::new(
-        Detector::new(&config(), DetectMetrics::default()).with_samples(
-            store,
-            queue,
-            metrics.clone(),
-        ),
-    )
+    Arc::new(Detector::new(&config(), detect).with_samples(store, queue, metrics.clone()))
+}
+
+fn retrains(m: &DetectMetrics, result: &str) -> u64 {
+    m.retrains
+        .get_or_create(&RetrainLabels {
+            result: result.to_owned(),
+        })
+        .get()
+}
+
+/// Waits (bounded) until the detector has retrained, adopted or held.
+async fn wait_for_retrain(m: &DetectMetrics, result: &str) -> u64 {
+    for _ in 0..100 {
+        if retrains(m, result) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    retrains(m, result)
+}
+
+/// 40 keys' vectors stored by one scorer, and the model it fitted on them at `T0 + 60 s`.
+async fn stored_vectors_and_model(
+    pool: &PgPool,
+    metrics: &SampleMetrics,
+) -> Arc<palisade_scorer::detect::detector::ActiveModel> {
+    let first = detector(pool, metrics);
+    for k in 0..40 {
+        observe(&first, &format!("key-{k}"), T0 + k * 1_000);
+    }
+    for _ in 0..100 {
+        if count(metrics, "stored") >= 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(metrics, "stored"), 40);
+    let stored = first.stored_training(T0 + 60_000).await;
+    let r = first.retrain_with(T0 + 60_000, stored).unwrap();
+    assert!(matches!(r, Retrained::Adopted { .. }), "{r:?}");
+    first.model().unwrap()
 }
 
 fn count(m: &SampleMetrics, result: &str) -> u64 {
@@ -170,4 +209,69 @@ async fn an_unreachable_postgres_falls_back_to_the_reservoir_and_is_counted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(count(&metrics, "failed"), 40);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_restart_with_a_stored_model_resumes_its_schedule_not_the_first_fit_wait(pool: PgPool) {
+    let metrics = SampleMetrics::default();
+    let model = stored_vectors_and_model(&pool, &metrics).await;
+    let interval = config().training.interval_ms as i64;
+    let due = T0 + 60_000 + interval;
+
+    // Restarted without its model: the first fit waits `min_history_ms` (a year here).
+    let cold = DetectMetrics::default();
+    let d = detector_with(&pool, &metrics, cold.clone());
+    for k in 0..40 {
+        observe(&d, &format!("key-{k}"), due + k);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(retrains(&cold, "adopted") + retrains(&cold, "held"), 0);
+
+    // Restarted with its model loaded (here before its first vector, or after: both count)
+    // and the vectors in Postgres: refitted once the loaded model's interval is up.
+    for loaded_first in [true, false] {
+        let warm = DetectMetrics::default();
+        let d = detector_with(&pool, &metrics, warm.clone());
+        if loaded_first {
+            d.install(Arc::clone(&model));
+        }
+        observe(&d, "key-0", due - 1);
+        if !loaded_first {
+            d.install(Arc::clone(&model));
+        }
+        for k in 1..40 {
+            observe(&d, &format!("key-{k}"), due - 1);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            retrains(&warm, "adopted") + retrains(&warm, "held"),
+            0,
+            "not yet due"
+        );
+        observe(&d, "key-0", due);
+        let done = wait_for_retrain(&warm, "adopted").await + retrains(&warm, "held");
+        assert_eq!(done, 1, "loaded first: {loaded_first}");
+        assert_eq!(retrains(&warm, "deferred"), 0);
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_restart_with_a_model_but_no_postgres_defers_the_fit_on_a_young_reservoir(pool: PgPool) {
+    let metrics = SampleMetrics::default();
+    let model = stored_vectors_and_model(&pool, &metrics).await;
+    let unreachable = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/none")
+        .unwrap();
+    let m = DetectMetrics::default();
+    let d = detector_with(&unreachable, &SampleMetrics::default(), m.clone());
+    d.install(Arc::clone(&model));
+    let due = T0 + 60_000 + config().training.interval_ms as i64;
+    for k in 0..40 {
+        observe(&d, &format!("key-{k}"), due + k);
+    }
+    // Due, but the only vectors are a few milliseconds of reservoir: the loaded model stays.
+    assert_eq!(wait_for_retrain(&m, "deferred").await, 1);
+    assert_eq!(retrains(&m, "adopted") + retrains(&m, "held"), 0);
+    assert_eq!(d.model().unwrap().version, model.version);
 }

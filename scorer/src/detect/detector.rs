@@ -38,7 +38,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use crate::verdict;
 
 use super::{
-    config::DetectConfig,
+    config::{DetectConfig, TrainingConfig},
     features::{self, Event, FEATURE_NAMES, KeyFeatures, Outcome},
     forest::ForestParams,
     model::{GroupSpec, Model, ModelError, Schema, TailParams, ThresholdSpec},
@@ -211,7 +211,7 @@ pub struct LevelLabels {
 /// Labels of `palisade_detect_retrains_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetrainLabels {
-    /// adopted, held (drift gate), failed.
+    /// adopted, held (drift gate), failed, deferred (the reservoir too young after a restart).
     pub result: String,
 }
 
@@ -464,6 +464,8 @@ struct Training {
     seen: u64,
     rng: Xoshiro256PlusPlus,
     next_fit_ms: Option<i64>,
+    /// When the first vector since start was offered: how much history the reservoir spans.
+    started_ms: Option<i64>,
     fits: u64,
 }
 
@@ -537,6 +539,7 @@ impl Detector {
                 seen: 0,
                 rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x005e_ed0f_7e5e_4701),
                 next_fit_ms: None,
+                started_ms: None,
                 fits: 0,
             }),
             fitting: AtomicBool::new(false),
@@ -644,6 +647,11 @@ impl Detector {
             .model_trained_at
             .set((model.model.meta().trained_at_ms / 1000) as i64);
         self.model.store(Some(model));
+        // A model loaded at start after the first vectors arrived: resume its schedule.
+        let mut tr = self.training.lock();
+        if let (0, Some(started)) = (tr.fits, tr.started_ms) {
+            tr.next_fit_ms = Some(self.first_fit_ms(started, &self.config.load().training));
+        }
     }
 
     /// Counts a stored model that could not be loaded.
@@ -849,12 +857,10 @@ impl Detector {
                     vector: x.to_vec(),
                 });
             }
-            // The first fit waits until the sample spans a whole daily cycle (by default):
-            // a baseline of one night's traffic calls every morning anomalous.
-            let first = t.interval_ms.max(t.min_history_ms);
+            let started = *tr.started_ms.get_or_insert(now);
             let next = *tr
                 .next_fit_ms
-                .get_or_insert(now.saturating_add(first as i64));
+                .get_or_insert_with(|| self.first_fit_ms(started, t));
             now >= next && tr.vectors.len() >= t.min_samples
         };
         if !due || self.fitting.swap(true, Ordering::AcqRel) {
@@ -867,6 +873,11 @@ impl Detector {
         let this = Arc::clone(self);
         runtime.spawn(async move {
             let stored = this.stored_training(now).await;
+            let need = this.config.load().training.min_samples.max(2);
+            if stored.as_ref().is_none_or(|rows| rows.len() < need) && this.defer_young_fit(now) {
+                this.fitting.store(false, Ordering::Release);
+                return;
+            }
             let fit = Arc::clone(&this);
             let done = tokio::task::spawn_blocking(move || fit.retrain_with(now, stored)).await;
             match done {
@@ -876,6 +887,43 @@ impl Detector {
             }
             this.fitting.store(false, Ordering::Release);
         });
+    }
+
+    /// When the first retrain since start is due. The reservoir starts empty, so by default
+    /// the first fit waits until it spans a whole daily cycle (`training.min_history_ms`): a
+    /// baseline of one night's traffic calls every morning anomalous. A scorer that loaded a
+    /// model and keeps its training vectors in Postgres has that history already, and resumes
+    /// the loaded model's schedule (`trained_at + training.interval_ms`, at the latest that wait).
+    fn first_fit_ms(&self, started: i64, t: &TrainingConfig) -> i64 {
+        let fresh = started.saturating_add(t.interval_ms.max(t.min_history_ms) as i64);
+        match (self.model.load().as_ref(), &self.samples) {
+            (Some(m), Some(_)) => (m.model.meta().trained_at_ms.min(i64::MAX as u64) as i64)
+                .saturating_add(t.interval_ms as i64)
+                .min(fresh),
+            _ => fresh,
+        }
+    }
+
+    /// A retrain that must fall back to the reservoir while it spans less than
+    /// `training.min_history_ms` (Postgres did not answer after a restart) is put off until it
+    /// does, and counted (`result="deferred"`): the model in use stays. Returns whether it was.
+    fn defer_young_fit(&self, now: i64) -> bool {
+        let t = &self.config.load().training;
+        let mut tr = self.training.lock();
+        let started = tr.started_ms.unwrap_or(now);
+        let ready = started.saturating_add(t.min_history_ms as i64);
+        if now >= ready {
+            return false;
+        }
+        tr.next_fit_ms = Some(ready);
+        drop(tr);
+        self.metrics.retrain("deferred");
+        tracing::warn!(
+            since_start_ms = now - started,
+            min_history_ms = t.min_history_ms,
+            "retrain deferred: no stored training vectors and the reservoir is too young"
+        );
+        true
     }
 
     /// A uniform sample of the stored training vectors of the last `training.window_ms`, at
