@@ -102,15 +102,29 @@ fn retrains(m: &DetectMetrics, result: &str) -> u64 {
         .get()
 }
 
-/// Waits (bounded) until the detector has retrained, adopted or held.
-async fn wait_for_retrain(m: &DetectMetrics, result: &str) -> u64 {
+/// Waits until `done` holds, for at most 10 s (written behind, or fitted in the background).
+async fn eventually(done: impl Fn() -> bool) {
     for _ in 0..100 {
-        if retrains(m, result) > 0 {
-            break;
+        if done() {
+            return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits (bounded) until the detector has counted a retrain with `result`; the count.
+async fn wait_for_retrain(m: &DetectMetrics, result: &str) -> u64 {
+    eventually(|| retrains(m, result) > 0).await;
     retrains(m, result)
+}
+
+/// 40 keys' vectors, one each from `T0`, observed by `d` and written behind to Postgres.
+async fn store_forty(d: &Arc<Detector>, metrics: &SampleMetrics) {
+    for k in 0..40 {
+        observe(d, &format!("key-{k}"), T0 + k * 1_000);
+    }
+    eventually(|| count(metrics, "stored") >= 40).await;
+    assert_eq!(count(metrics, "stored"), 40);
 }
 
 /// 40 keys' vectors stored by one scorer, and the model it fitted on them at `T0 + 60 s`.
@@ -119,16 +133,7 @@ async fn stored_vectors_and_model(
     metrics: &SampleMetrics,
 ) -> Arc<palisade_scorer::detect::detector::ActiveModel> {
     let first = detector(pool, metrics);
-    for k in 0..40 {
-        observe(&first, &format!("key-{k}"), T0 + k * 1_000);
-    }
-    for _ in 0..100 {
-        if count(metrics, "stored") >= 40 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(count(metrics, "stored"), 40);
+    store_forty(&first, metrics).await;
     let stored = first.stored_training(T0 + 60_000).await;
     let r = first.retrain_with(T0 + 60_000, stored).unwrap();
     assert!(matches!(r, Retrained::Adopted { .. }), "{r:?}");
@@ -147,17 +152,7 @@ fn count(m: &SampleMetrics, result: &str) -> u64 {
 async fn a_restarted_scorer_fits_on_the_stored_vectors(pool: PgPool) {
     let metrics = SampleMetrics::default();
     let first = detector(&pool, &metrics);
-    for k in 0..40 {
-        observe(&first, &format!("key-{k}"), T0 + k * 1_000);
-    }
-    // Written behind, within about a second.
-    for _ in 0..100 {
-        if count(&metrics, "stored") == 40 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(count(&metrics, "stored"), 40);
+    store_forty(&first, &metrics).await;
     drop(first);
 
     // A fresh scorer has nothing in its reservoir, and fits on the stored vectors.
@@ -202,12 +197,7 @@ async fn an_unreachable_postgres_falls_back_to_the_reservoir_and_is_counted() {
     assert!(matches!(r, Retrained::Adopted { .. }), "{r:?}");
     assert_eq!(d.model().unwrap().model.meta().n_samples, 40);
     // The writer could not store them either: counted, nothing lost on the request path.
-    for _ in 0..100 {
-        if count(&metrics, "failed") == 40 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(|| count(&metrics, "failed") >= 40).await;
     assert_eq!(count(&metrics, "failed"), 40);
 }
 

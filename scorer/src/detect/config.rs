@@ -152,6 +152,13 @@ pub struct TrainingConfig {
     pub window_ms: u64,
 }
 
+impl TrainingConfig {
+    /// The fewest vectors a fit takes, from Postgres or the reservoir.
+    pub fn fit_rows(&self) -> usize {
+        self.min_samples.max(2)
+    }
+}
+
 impl Default for TrainingConfig {
     fn default() -> Self {
         Self {

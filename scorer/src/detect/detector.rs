@@ -873,7 +873,7 @@ impl Detector {
         let this = Arc::clone(self);
         runtime.spawn(async move {
             let stored = this.stored_training(now).await;
-            let need = this.config.load().training.min_samples.max(2);
+            let need = this.config.load().training.fit_rows();
             if stored.as_ref().is_none_or(|rows| rows.len() < need) && this.defer_young_fit(now) {
                 this.fitting.store(false, Ordering::Release);
                 return;
@@ -963,7 +963,7 @@ impl Detector {
     ) -> Result<Retrained, ModelError> {
         let config = self.config.load_full();
         let t = &config.training;
-        let need = t.min_samples.max(2);
+        let need = t.fit_rows();
         let stored = stored.filter(|rows| rows.len() >= need);
         if let Some((_, _, metrics)) = &self.samples {
             metrics.source(if stored.is_some() {
