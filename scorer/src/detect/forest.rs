@@ -23,11 +23,12 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 /// Euler–Mascheroni constant, as numpy's `np.euler_gamma`.
 const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
-/// Independent lookups interleaved in one pass: a step's result is ready about 16 cycles
-/// after its index, so this many chains keep the core's load ports busy.
-const LANES: usize = 12;
+/// Independent lookups interleaved in one pass: a step's result is ready more than ten cycles
+/// after its index, so several chains run at once; at 8 their state still fits in registers
+/// (12 spilled to the stack and scored about 20 % fewer rows per second, 6 left the core idle).
+const LANES: usize = 8;
 /// Rows scored together in a batch; a multiple of `LANES`.
-const BLOCK: usize = 22 * LANES;
+const BLOCK: usize = 32 * LANES;
 
 /// Why a forest cannot be fitted or cannot score.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -505,9 +506,9 @@ const PAD: u32 = u32::MAX << 8;
 /// Thresholds are replaced by their rank among the distinct thresholds of their feature
 /// (`cuts`), and a row by the number of each feature's cuts below it, so `x > threshold`
 /// becomes an exact integer comparison of the two ranks. A split is packed in one `u32`,
-/// `rank << 8 | feature`, and a row value is `rank << 8` (a `u64`), so the packed node
-/// compares as its rank would: a step is `h = 2h + ((node - row[node & mask]) >> 63)`, two
-/// loads, a subtraction and a shift, where the `f64` walk needed three loads and a
+/// `rank << 8 | feature`, and a row value is `rank << 8` (also a `u32`), so the packed node
+/// compares as its rank would: a step is `h = 2h + (row[node & mask] > node)`, two loads, a
+/// compare and a `seta`, where the `f64` walk needed three loads and a
 /// floating-point compare. With `slots` and the row width as constants there is no bounds
 /// check either (indices are masked), and several interleaved lookups keep the core busy.
 #[derive(Debug, Clone, PartialEq)]
@@ -598,9 +599,10 @@ impl Layout {
     /// are increasing, so `x[f] > cuts[f][j]` if and only if `key[f] > j << 8 | f` (the
     /// feature byte never decides: keys have a zero low byte). A NaN has no cut below it, so
     /// it goes left everywhere, as `NaN > threshold` does.
-    fn keys<const W: usize>(&self, x: &[f64], keys: &mut [u64; W]) {
+    fn keys<const W: usize>(&self, x: &[f64], keys: &mut [u32; W]) {
         for ((key, cuts), &v) in keys.iter_mut().zip(&self.cuts).zip(x) {
-            *key = (cuts.rank(v) as u64) << 8;
+            // Below `PAD >> 8` (checked in `build`), so the shift keeps every bit.
+            *key = (cuts.rank(v) as u32) << 8;
         }
     }
 
@@ -623,10 +625,8 @@ impl Layout {
         let mut total = 0.0;
         for (nodes, leaf) in nodes.zip(leaves) {
             // A short last group repeats its last tree; the extra lanes are ignored.
-            let slot = descend::<S, W>(
-                std::array::from_fn(|k| &nodes[k.min(nodes.len() - 1)]),
-                [&row; LANES],
-            );
+            let trees: [&[u32; S]; LANES] = std::array::from_fn(|k| &nodes[k.min(nodes.len() - 1)]);
+            let slot = descend::<S, W>(|k, i| trees[k][i], |_, f| row[f]);
             // Added one by one in tree order, so a batch score is bit-identical.
             for (leaf, s) in leaf.iter().zip(slot) {
                 total += leaf[s];
@@ -646,8 +646,8 @@ impl Layout {
         let nodes = self.nodes.as_chunks::<S>().0;
         let leaves = self.leaves.as_chunks::<S>().0;
         // Row keys, padded to `W`; past the end of a short last block they are stale or
-        // zero, and their lanes are ignored. On the heap: up to 132 KiB.
-        let mut rows: Vec<[u64; W]> = std::iter::repeat_n([0; W], BLOCK).collect();
+        // zero, and their lanes are ignored. On the heap: up to 64 KiB.
+        let mut rows: Vec<[u32; W]> = std::iter::repeat_n([0; W], BLOCK).collect();
         for (block, sums) in x.chunks(BLOCK * d).zip(sums.chunks_mut(BLOCK)) {
             for (row, v) in rows.iter_mut().zip(block.chunks_exact(d)) {
                 self.keys(v, row);
@@ -658,7 +658,7 @@ impl Layout {
             let acc_groups = acc[..used].as_chunks_mut::<LANES>().0;
             for (nodes, leaf) in nodes.iter().zip(leaves) {
                 for (group, acc) in groups.iter().zip(acc_groups.iter_mut()) {
-                    let slot = descend::<S, W>([nodes; LANES], std::array::from_fn(|k| &group[k]));
+                    let slot = descend::<S, W>(|_, i| nodes[i], |k, f| group[k][f]);
                     for (a, s) in acc.iter_mut().zip(slot) {
                         *a += leaf[s];
                     }
@@ -729,23 +729,26 @@ impl Cuts {
     }
 }
 
-/// `LANES` independent lookups, lane `k` of `rows[k]` in the tree `nodes[k]`; returns each
-/// lane's bottom slot. The masks never change an index (heap indices stay below `S` before
-/// the last step, features below the row width) but let the compiler drop the bounds checks.
+/// `LANES` independent lookups through complete trees of `S` slots; returns each lane's bottom
+/// slot. Lane `k` reads its tree's packed node at heap index `i` as `node(k, i)` and its row's
+/// key for feature `f` as `key(k, f)`: one tree and a contiguous group of rows in a batch, one
+/// row and a group of trees for a single vector, so the lanes' addresses are a base and
+/// constant offsets, not one pointer per lane. The masks never change an index (heap indices
+/// stay below `S` before the last step, features below the row width) but let the compiler
+/// drop the bounds checks.
 #[inline(always)]
 fn descend<const S: usize, const W: usize>(
-    nodes: [&[u32; S]; LANES],
-    rows: [&[u64; W]; LANES],
+    node: impl Fn(usize, usize) -> u32,
+    key: impl Fn(usize, usize) -> u32,
 ) -> [usize; LANES] {
     let mut h = [1usize; LANES];
     for _ in 0..S.trailing_zeros() {
-        for k in 0..LANES {
-            let i = h[k] & (S - 1);
-            let node = nodes[k][i];
-            let f = node as usize & (W - 1);
-            // Both are below 2^32, so the difference wraps (top bit set) exactly when the key
-            // is above the node.
-            h[k] = 2 * i + (u64::from(node).wrapping_sub(rows[k][f]) >> 63) as usize;
+        for (k, h) in h.iter_mut().enumerate() {
+            let i = *h & (S - 1);
+            let node = node(k, i);
+            // The key's low byte is zero, so it is above the node exactly when its rank is
+            // above the node's.
+            *h = 2 * i + usize::from(key(k, node as usize & (W - 1)) > node);
         }
     }
     h.map(|i| i & (S - 1))
