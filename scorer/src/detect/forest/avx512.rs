@@ -36,42 +36,25 @@ pub(super) fn path_sums(layout: &Layout, x: &[f64], d: usize, sums: &mut [f64]) 
     let Some(simd) = V4::try_new() else {
         return false;
     };
+    let batch = Batch {
+        simd,
+        layout,
+        x,
+        d,
+        sums,
+    };
     match (layout.slots, layout.width) {
-        (16, 8) => simd.vectorize(Batch::<16, 8> {
-            simd,
-            layout,
-            x,
-            d,
-            sums,
-        }),
-        (16, 16) => simd.vectorize(Batch::<16, 16> {
-            simd,
-            layout,
-            x,
-            d,
-            sums,
-        }),
-        (256, 8) => simd.vectorize(Batch::<256, 8> {
-            simd,
-            layout,
-            x,
-            d,
-            sums,
-        }),
-        (256, 16) => simd.vectorize(Batch::<256, 16> {
-            simd,
-            layout,
-            x,
-            d,
-            sums,
-        }),
+        (16, 8) => simd.vectorize(Shaped::<16, 8>(batch)),
+        (16, 16) => simd.vectorize(Shaped::<16, 16>(batch)),
+        (256, 8) => simd.vectorize(Shaped::<256, 8>(batch)),
+        (256, 16) => simd.vectorize(Shaped::<256, 16>(batch)),
         _ => return false,
     }
     true
 }
 
-/// One batch, for `vectorize`, which compiles `call` (and all it inlines) for AVX-512.
-struct Batch<'a, const S: usize, const W: usize> {
+/// One batch: [`path_sums`]'s arguments.
+struct Batch<'a> {
     simd: V4,
     layout: &'a Layout,
     x: &'a [f64],
@@ -79,18 +62,22 @@ struct Batch<'a, const S: usize, const W: usize> {
     sums: &'a mut [f64],
 }
 
-impl<const S: usize, const W: usize> pulp::NullaryFnOnce for Batch<'_, S, W> {
+/// A batch through trees of `S` slots with rows `W` wide, for `vectorize`, which compiles
+/// `call` (and all it inlines) for AVX-512.
+struct Shaped<'a, const S: usize, const W: usize>(Batch<'a>);
+
+impl<const S: usize, const W: usize> pulp::NullaryFnOnce for Shaped<'_, S, W> {
     type Output = ();
 
     #[inline(always)]
     fn call(self) {
-        let Self {
+        let Batch {
             simd,
             layout,
             x,
             d,
             sums,
-        } = self;
+        } = self.0;
         let f = simd.avx512f;
         // Pair `j` of a group's key vectors holds rows `j * per_pair..`, `per_pair` of them.
         let per_pair = 32 / W;
